@@ -1,0 +1,110 @@
+"""Golden-value tests for the losses: numbers you can check by hand."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from wbvb import losses
+from wbvb.config import LossConfig
+
+
+def test_task_loss_counts_only_answer_tokens():
+    ids = torch.tensor([[0, 1, 2]])
+    answer = torch.tensor([[False, False, True]])  # token 2 is the answer; logits[:, 1] predict it
+    logits = torch.zeros(1, 3, 3)
+    assert losses.task_loss(logits, ids, answer).item() == pytest.approx(math.log(3))
+    logits[0, 0] = torch.tensor([9.0, -9.0, 0.0])  # a prompt position: must not matter
+    logits[0, 2] = torch.tensor([9.0, -9.0, 0.0])  # the position after the last token: must not matter
+    assert losses.task_loss(logits, ids, answer).item() == pytest.approx(math.log(3))
+
+
+def test_task_loss_independent_of_padding():
+    ids = torch.tensor([[0, 1, 2]])
+    answer = torch.tensor([[False, True, True]])
+    logits = torch.randn(1, 3, 5, generator=torch.Generator().manual_seed(0))
+    base = losses.task_loss(logits, ids, answer)
+    # the same row right-padded by 2, batched with a second (different) row
+    ids2 = torch.tensor([[0, 1, 2, 4, 4], [3, 3, 1, 0, 4]])
+    ans2 = torch.tensor([[False, True, True, False, False], [False, False, False, True, False]])
+    logits2 = torch.randn(2, 5, 5, generator=torch.Generator().manual_seed(1))
+    logits2[0, :3] = logits[0]
+    both = losses.task_loss(logits2, ids2, ans2)
+    second = -torch.log_softmax(logits2[1, 2], -1)[0]
+    assert both.item() == pytest.approx((base.item() * 2 + second.item()) / 3, rel=1e-6)
+
+
+def test_topk_kd_hand_value_with_tail_bucket():
+    # teacher: top-1 token 0 with p=0.5 (tail 0.5); student uniform over 3 tokens: buckets (1/3, 2/3)
+    student = torch.zeros(1, 2, 3)
+    ids = torch.tensor([[[0], [0]]])
+    logp = torch.log(torch.tensor([[[0.5], [0.5]]]))
+    answer = torch.tensor([[False, True]])
+    expected = 0.5 * math.log(0.5 / (1 / 3)) + 0.5 * math.log(0.5 / (2 / 3))  # = 0.0588915
+    got = losses.topk_kd_loss(student, ids, logp, answer)
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+    assert expected == pytest.approx(0.0588915, rel=1e-5)
+
+
+def test_topk_kd_equals_full_kl_when_k_is_the_vocabulary():
+    g = torch.Generator().manual_seed(0)
+    t_logits, s_logits = torch.randn(2, 4, 6, generator=g), torch.randn(2, 4, 6, generator=g)
+    t_logp = torch.log_softmax(t_logits, -1)
+    vals, ids = t_logp.topk(6, -1)
+    answer = torch.tensor([[False, True, True, True], [False, False, True, False]])
+    got = losses.topk_kd_loss(s_logits, ids, vals, answer)
+    kl = F.kl_div(torch.log_softmax(s_logits, -1), t_logp, log_target=True, reduction="none").sum(-1)
+    mask = answer[:, 1:]
+    expected = kl[:, :-1][mask].mean()
+    assert got.item() == pytest.approx(expected.item(), rel=1e-4, abs=1e-6)
+
+
+def test_topk_kd_zero_when_student_matches_teacher():
+    logits = torch.randn(1, 5, 8, generator=torch.Generator().manual_seed(2))
+    vals, ids = torch.log_softmax(logits, -1).topk(3, -1)
+    answer = torch.tensor([[False, False, True, True, True]])
+    assert losses.topk_kd_loss(logits, ids, vals, answer).item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_topk_kd_temperature_scales_by_t_squared():
+    # k=2 renormalised at T=2: teacher (0.6, 0.3) -> softmax(log p / 2); student uniform over 4 tokens
+    student = torch.zeros(1, 2, 4)
+    ids = torch.tensor([[[0, 1], [0, 1]]])
+    logp = torch.log(torch.tensor([[[0.6, 0.3], [0.6, 0.3]]]))
+    answer = torch.tensor([[False, True]])
+    a, b = math.sqrt(0.6), math.sqrt(0.3)
+    pt = (a / (a + b), b / (a + b))
+    expected = 4 * sum(p * math.log(p / 0.5) for p in pt)
+    assert losses.topk_kd_loss(student, ids, logp, answer, temperature=2.0).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_hidden_loss_masks_padding_and_respects_stride():
+    student = torch.zeros(1, 4, 2)
+    teacher = torch.ones(1, 2, 2)  # stored at positions 0 and 2 (stride 2)
+    teacher[0, 1] = 3.0
+    mask = torch.tensor([[1, 1, 1, 1]])
+    assert losses.hidden_loss(student, teacher, torch.nn.Identity(), mask, stride=2).item() == pytest.approx(5.0)
+    mask = torch.tensor([[1, 1, 0, 0]])  # position 2 is padding: only the first stored row counts
+    assert losses.hidden_loss(student, teacher, torch.nn.Identity(), mask, stride=2).item() == pytest.approx(1.0)
+
+
+def test_attention_head_mapping_and_causal_mask():
+    n = 3
+    causal = torch.tril(torch.ones(n, n))
+    s = torch.stack([causal * 0.2, causal * 0.4])[None]  # 2 student heads
+    t = torch.stack([causal * 0.1, causal * 0.3, causal * 0.3, causal * 0.5])[None]  # 4 teacher heads
+    t = t + torch.triu(torch.ones(n, n), 1)  # junk above the diagonal: must be ignored
+    mask = torch.ones(1, n)
+    assert losses.attention_loss(s, t, mask).item() == pytest.approx(0.0, abs=1e-7)
+    s0 = torch.zeros(1, 2, n, n)
+    mask = torch.tensor([[1, 1, 0]])  # last token is padding: 3 valid (q, k) pairs per head
+    expected = ((0.2**2) * 3 + (0.4**2) * 3) / 6  # = 0.1: mean over 2 heads x 3 causal pairs
+    assert losses.attention_loss(s0, t, mask).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_combine_weights_each_part():
+    w = LossConfig(alpha=1.0, beta=0.5, gamma_hidden=0.1, gamma_attention=0.2)
+    parts = {"task": torch.tensor(2.0), "kd": torch.tensor(4.0), "hidden": torch.tensor(10.0),
+             "attention": torch.tensor(5.0)}
+    assert losses.combine("combined", parts, w).item() == pytest.approx(2 + 2 + 1 + 1)
+    assert losses.combine("sft", {"task": torch.tensor(2.0)}, w).item() == pytest.approx(2.0)

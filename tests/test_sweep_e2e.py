@@ -1,0 +1,59 @@
+"""End to end through the real stack: presets, Parquet shards, Ray Tune + Ray Data on 2 CPUs, TensorBoard."""
+import json
+
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def ray_2cpu():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_five_trials_on_two_cpus_end_to_end(tiny_cfg, ray_2cpu, capsys):
+    from wbvb.sweep import run_sweep
+
+    result = run_sweep(tiny_cfg)
+    assert not result["errors"]
+    run = tiny_cfg.run_dir
+    summary = pd.read_csv(run / "results_summary.csv")
+    names = sorted(summary["trial_name"].unique())
+    assert names == sorted(f"{t}-seed0" for t in tiny_cfg.sweep.distill_types)
+    for col in ["epoch", "train_loss", "task_loss", "kd_loss", "align_hidden_loss", "align_attn_loss",
+                "validation_loss", "val_acc", "tokens_per_s", "validation_accuracy_sentiment",
+                "validation_accuracy_multiple_choice", "validation_accuracy_arithmetic"]:
+        assert summary[col].notna().all(), col
+    by_type = summary.set_index("distill_type")
+    assert by_type.loc["sft", "kd_loss"] == 0 and by_type.loc["black_box", "kd_loss"] > 0
+    assert by_type.loc["hidden_state", "align_hidden_loss"] > 0 and by_type.loc["attention", "align_attn_loss"] > 0
+    assert by_type.loc["combined", "align_hidden_loss"] > 0 and by_type.loc["combined", "align_attn_loss"] > 0
+    for name in names:
+        assert list((run / "tensorboard" / name).glob("events.out.tfevents.*")), name
+        ckpts = list((run / "tune" / name).glob("checkpoint_*"))
+        assert ckpts and (ckpts[-1] / "final_model" / "config.json").is_file()
+    teacher = json.loads((run / "teacher.json").read_text())
+    assert set(teacher["teacher_accuracy"]) == {"sentiment", "multiple_choice", "arithmetic"}
+    out = capsys.readouterr().out
+    assert "Final validation accuracy" in out and "teacher" in out
+
+
+def test_black_box_reads_no_white_box_columns(tiny_cfg, ray_2cpu):
+    from wbvb.config import SIGNALS_BY_TYPE
+    from wbvb.stream import ShardStream
+    from wbvb.teacher import prepare
+
+    prep = prepare(tiny_cfg)
+    bb = ShardStream(prep.data_dir, prep.manifest, SIGNALS_BY_TYPE["black_box"], 8)
+    names = set(bb.dataset().schema().names)
+    assert {"topk_ids", "topk_logprobs"} <= names and not {"hidden", "attention"} & names
+    sft = ShardStream(prep.data_dir, prep.manifest, SIGNALS_BY_TYPE["sft"], 8)
+    assert not {"topk_ids", "hidden", "attention"} & set(sft.dataset().schema().names)
+    batches = list(bb.epoch(0, seed=0))
+    assert sum(b["input_ids"].shape[0] for b in batches) == prep.manifest["num_rows"]
+    assert "hidden" not in batches[0] and batches[0]["topk_ids"].shape[-1] == 4

@@ -1,0 +1,85 @@
+"""Token-level encoding of examples and padding of rows into torch batches.
+
+Every stage (teacher data, training, evaluation) encodes an example the same way:
+``[bos] + prompt + answer + [eos]``, with prompt and answer tokenized separately so the answer
+boundary (``prompt_len``) is exact.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+
+def prompt_ids(tokenizer, prompt: str) -> list[int]:
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    return ([tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []) + ids
+
+
+def encode_example(example, tokenizer, max_length: int) -> dict:
+    """Token ids of prompt+answer+eos and the prompt length; the prompt is cut from the left if too long."""
+    p = prompt_ids(tokenizer, example.prompt)
+    a = tokenizer(example.answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    if len(a) >= max_length:
+        raise ValueError(f"example {example.id}: answer alone is {len(a)} tokens, over "
+                         f"training.max_length={max_length}; raise max_length")
+    if len(p) + len(a) > max_length:
+        p = p[: 1] + p[len(p) + len(a) - max_length + 1:] if p else p
+    return {"example_id": example.id, "task": example.task, "split": example.split,
+            "input_ids": np.asarray(p + a, dtype=np.int32), "prompt_len": len(p), "label": example.label}
+
+
+def collate(rows: Sequence[dict], pad_id: int) -> dict:
+    """Right-pad rows into tensors. Teacher signals present in the rows are padded with zeros."""
+    lengths = [len(r["input_ids"]) for r in rows]
+    b, L = len(rows), max(lengths)
+    input_ids = torch.full((b, L), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((b, L), dtype=torch.long)
+    answer_mask = torch.zeros((b, L), dtype=torch.bool)
+    for i, r in enumerate(rows):
+        n = lengths[i]
+        input_ids[i, :n] = torch.as_tensor(np.asarray(r["input_ids"]), dtype=torch.long)
+        attention_mask[i, :n] = 1
+        answer_mask[i, int(r["prompt_len"]):n] = True
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask, "answer_mask": answer_mask,
+             "example_ids": [r["example_id"] for r in rows]}
+    for key in ("topk_ids", "topk_logprobs", "hidden", "attention"):
+        if key in rows[0]:
+            batch[key] = _pad_stack([r[key] for r in rows], key)
+    return batch
+
+
+def _pad_stack(tensors: Iterable[torch.Tensor], key: str) -> torch.Tensor:
+    tensors = list(tensors)
+    if key == "attention":  # (H, n, n): pad both sequence axes
+        n = max(t.shape[-1] for t in tensors)
+        out = torch.zeros((len(tensors), tensors[0].shape[0], n, n), dtype=tensors[0].dtype)
+        for i, t in enumerate(tensors):
+            out[i, :, : t.shape[1], : t.shape[2]] = t
+        return out
+    n = max(t.shape[0] for t in tensors)
+    out = torch.zeros((len(tensors), n, *tensors[0].shape[1:]), dtype=tensors[0].dtype)
+    for i, t in enumerate(tensors):
+        out[i, : t.shape[0]] = t
+    return out
+
+
+def batched(items: Sequence, size: int):
+    for i in range(0, len(items), size):
+        yield items[i: i + size]
+
+
+class ExampleSource:
+    """In-memory examples as a batch source (used to fine-tune the teacher before it is read)."""
+
+    def __init__(self, examples, tokenizer, max_length: int, batch_size: int):
+        self.rows = [encode_example(ex, tokenizer, max_length) for ex in examples]
+        self.pad_id = tokenizer.pad_token_id
+        self.batch_size = batch_size
+        self.num_rows = len(self.rows)
+
+    def epoch(self, epoch: int, seed: int):
+        order = np.random.default_rng([seed, epoch]).permutation(self.num_rows)
+        for idx in batched(order, self.batch_size):
+            yield collate([self.rows[i] for i in idx], self.pad_id)

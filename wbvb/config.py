@@ -1,0 +1,340 @@
+"""Experiment config: one YAML file -> validated dataclasses.
+
+Config is data: every knob of a study lives in a YAML file under ``sweeps/``; the CLI only
+overrides it (``--set a.b=v`` and a few familiar flags). Unknown or mistyped keys are errors
+that name the key and list the valid ones, so a typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+DISTILL_TYPES = ("sft", "black_box", "hidden_state", "attention", "combined")
+# Which teacher signals each distill type reads (column projection follows from this).
+SIGNALS_BY_TYPE = {
+    "sft": (),
+    "black_box": ("topk",),
+    "hidden_state": ("topk", "hidden"),
+    "attention": ("topk", "attention"),
+    "combined": ("topk", "hidden", "attention"),
+}
+QUICKSTART = Path(__file__).resolve().parent.parent / "sweeps" / "quickstart.yaml"
+
+
+class ConfigError(ValueError):
+    """A config problem a user can fix; the message names the key and the fix."""
+
+
+@dataclass
+class PresetConfig:
+    """Sizes of the locally built tiny tokenizer and models (used for ``preset:`` models)."""
+
+    vocab_size: int = 600
+    teacher_layers: int = 4
+    teacher_hidden: int = 128
+    teacher_heads: int = 4
+    student_layers: int = 2
+    student_hidden: int = 64
+    student_heads: int = 2
+    max_position_embeddings: int = 256
+
+
+@dataclass
+class ModelsConfig:
+    """Teacher and student: an HF hub id, a local ``save_pretrained`` dir, or ``preset:tiny``."""
+
+    teacher: str = "preset:tiny"
+    student: str = "preset:tiny"
+    cache_dir: str = ""  # presets and fine-tuned teachers; default $WBVB_CACHE or ~/.cache/wbvb
+    teacher_finetune_epochs: int = 0  # >0: fine-tune the teacher on the train split first (sft)
+    teacher_finetune_lr: float = 3e-3
+    preset: PresetConfig = field(default_factory=PresetConfig)
+
+
+@dataclass
+class TaskConfig:
+    """One task family: where its examples come from and how many to use."""
+
+    name: str = "sentiment"
+    source: str = "quickstart"  # quickstart: generated locally, seeded
+    n_train: int = 1000
+    n_eval: int = 200
+    seed: int = 0
+
+
+@dataclass
+class TeacherDataConfig:
+    """What the teacher stores per example, and where."""
+
+    path: str = ""  # default $WBVB_OFFLINE_DATA_PATH or ./wbvb_data/teacher
+    top_k: int = 8
+    hidden_stride: int = 1
+    attention_stride: int = 1
+    dtype: str = "float16"
+    shard_rows: int = 512
+    batch_size: int = 32
+    verify_rows: int = 16  # rows sampled per shard by the verify step
+
+
+@dataclass
+class TrainingConfig:
+    """One student run: optimisation and evaluation settings."""
+
+    epochs: int = 2
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    grad_clip: float = 1.0
+    max_length: int = 128
+    eval_batch_size: int = 64
+    max_new_tokens: int = 24  # generation budget for tasks scored by generation
+    device: str = "auto"  # auto | cpu | cuda
+    use_deepspeed: bool = False
+    deepspeed_config: str = ""
+
+
+@dataclass
+class LossConfig:
+    """L = alpha*task + beta*KD + gamma_hidden*hidden + gamma_attention*attention."""
+
+    alpha: float = 1.0
+    beta: float = 0.5
+    gamma_hidden: float = 0.1
+    gamma_attention: float = 0.1
+    temperature: float = 1.0
+
+
+@dataclass
+class SweepConfig:
+    """The Tune grid and what each trial asks of the cluster."""
+
+    name: str = "quickstart"
+    distill_types: list[str] = field(default_factory=lambda: list(DISTILL_TYPES))
+    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    data_cpus: float = 0.5  # CPUs kept free for Ray Data's read tasks (see DESIGN: deadlock)
+    max_concurrent_trials: int = 0  # 0: as many as fit beside Ray Data's share
+    address: str = ""  # "" local Ray; auto | HOST:PORT | ray://... joins a cluster
+    num_cpus: int = 0  # local Ray only: CPUs to start it with (0: all of this machine's)
+    stall_timeout_s: float = 300.0  # Ray Data fails loudly after this long without progress
+
+
+@dataclass
+class OutputConfig:
+    """Where results land: ``<dir>/<sweep.name>/`` holds Tune results, TensorBoard and CSVs."""
+
+    dir: str = ""  # default $WBVB_OUTPUT_PATH or ./results
+
+
+@dataclass
+class ExperimentConfig:
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    tasks: list[TaskConfig] = field(default_factory=lambda: [TaskConfig()])
+    teacher_data: TeacherDataConfig = field(default_factory=TeacherDataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+    # ---- derived paths -------------------------------------------------------------------
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output.dir).expanduser().resolve() / self.sweep.name
+
+    @property
+    def teacher_data_dir(self) -> Path:
+        return Path(self.teacher_data.path).expanduser().resolve()
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.models.cache_dir).expanduser().resolve()
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ---- generic dict -> dataclass with type checks ------------------------------------------
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], where)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping of {tp.__name__} keys, got {value!r}")
+        return _from_dict(tp, value, where)
+    if origin is list:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def _from_dict(cls: type, data: dict, where: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in valid]
+    if unknown:
+        key = f"{where}.{unknown[0]}" if where else unknown[0]
+        raise ConfigError(
+            f"unknown config key '{key}'; valid keys{' of ' + where if where else ''}: "
+            + ", ".join(valid)
+        )
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+# ---- validation ---------------------------------------------------------------------------
+
+def validate(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Check cross-field rules; raise ConfigError naming the key and the fix."""
+    bad = [t for t in cfg.sweep.distill_types if t not in DISTILL_TYPES]
+    if bad:
+        raise ConfigError(
+            f"sweep.distill_types: unknown distill type '{bad[0]}'; choose from {', '.join(DISTILL_TYPES)}"
+        )
+    if not cfg.sweep.distill_types:
+        raise ConfigError("sweep.distill_types is empty; name at least one of " + ", ".join(DISTILL_TYPES))
+    if not cfg.sweep.seeds:
+        raise ConfigError("sweep.seeds is empty; give at least one seed, e.g. [0, 1, 2]")
+    if len(set(cfg.sweep.seeds)) != len(cfg.sweep.seeds):
+        raise ConfigError(f"sweep.seeds has duplicates: {cfg.sweep.seeds}")
+    if not cfg.tasks:
+        raise ConfigError("tasks is empty; list at least one task")
+    names = [t.name for t in cfg.tasks]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"tasks: each task name may appear once, got {names}")
+    from wbvb.tasks import TASK_NAMES  # local import: tasks import config
+
+    for i, t in enumerate(cfg.tasks):
+        if t.source == "quickstart" and t.name not in TASK_NAMES:
+            raise ConfigError(f"tasks[{i}].name: unknown quickstart task '{t.name}'; choose from {', '.join(TASK_NAMES)}")
+        if t.source != "quickstart":
+            raise ConfigError(f"tasks[{i}].source: unknown source '{t.source}'; this version supports: quickstart")
+        if t.n_train < 1 or t.n_eval < 1:
+            raise ConfigError(f"tasks[{i}]: n_train and n_eval must be >= 1")
+    td = cfg.teacher_data
+    if td.top_k < 1:
+        raise ConfigError("teacher_data.top_k must be >= 1")
+    if td.hidden_stride < 1 or td.attention_stride < 1:
+        raise ConfigError("teacher_data.hidden_stride and attention_stride must be >= 1")
+    if td.dtype not in ("float16", "bfloat16", "float32"):
+        raise ConfigError(f"teacher_data.dtype '{td.dtype}': choose float16, bfloat16 or float32")
+    if td.shard_rows < 1:
+        raise ConfigError("teacher_data.shard_rows must be >= 1")
+    tr = cfg.training
+    if tr.epochs < 1 or tr.batch_size < 1:
+        raise ConfigError("training.epochs and training.batch_size must be >= 1")
+    if tr.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"training.device '{tr.device}': choose auto, cpu or cuda")
+    if tr.use_deepspeed:
+        if not tr.deepspeed_config:
+            raise ConfigError("training.use_deepspeed is true but training.deepspeed_config is empty; "
+                              "pass --deepspeed-config sweeps/ds_config_zero3.json")
+        if not Path(tr.deepspeed_config).expanduser().is_file():
+            raise ConfigError(f"training.deepspeed_config: no such file '{tr.deepspeed_config}'")
+    if cfg.loss.temperature <= 0:
+        raise ConfigError("loss.temperature must be > 0")
+    sw = cfg.sweep
+    if sw.cpus_per_trial <= 0:
+        raise ConfigError("sweep.cpus_per_trial must be > 0 (a trial needs a CPU to feed it)")
+    if sw.gpus_per_trial < 0 or sw.data_cpus <= 0:
+        raise ConfigError("sweep.gpus_per_trial must be >= 0 and sweep.data_cpus > 0")
+    if sw.gpus_per_trial > 1 and sw.gpus_per_trial != int(sw.gpus_per_trial):
+        raise ConfigError("sweep.gpus_per_trial above 1 must be a whole number")
+    if not sw.name or "/" in sw.name:
+        raise ConfigError(f"sweep.name '{sw.name}' must be a non-empty folder name")
+    return cfg
+
+
+def _apply_env_defaults(cfg: ExperimentConfig) -> None:
+    if not cfg.teacher_data.path:
+        cfg.teacher_data.path = os.environ.get("WBVB_OFFLINE_DATA_PATH") or "wbvb_data/teacher"
+    if not cfg.output.dir:
+        cfg.output.dir = os.environ.get("WBVB_OUTPUT_PATH") or "results"
+    if not cfg.models.cache_dir:
+        cfg.models.cache_dir = os.environ.get("WBVB_CACHE") or str(Path.home() / ".cache" / "wbvb")
+
+
+def set_dotted(data: dict, dotted: str, value: Any) -> None:
+    """Apply ``a.b.c=value`` to a nested dict (``tasks.0.n_train`` indexes lists)."""
+    keys = dotted.split(".")
+    node: Any = data
+    for k in keys[:-1]:
+        if isinstance(node, list):
+            node = node[int(k)]
+        else:
+            node = node.setdefault(k, {})
+    last = keys[-1]
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ConfigError(f"--set '{text}': expected KEY=VALUE, e.g. --set training.epochs=3")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def load_config(path: str | Path | None = None, overrides: Optional[list[str]] = None) -> ExperimentConfig:
+    """Read a YAML config, apply ``KEY=VALUE`` overrides, fill env defaults, validate."""
+    path = Path(path) if path else QUICKSTART
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path} (see sweeps/ for examples)")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    for item in overrides or []:
+        key, value = parse_override(item)
+        try:
+            set_dotted(data, key, value)
+        except (IndexError, ValueError, TypeError) as exc:
+            raise ConfigError(f"--set {item}: cannot apply ({exc})") from exc
+    return config_from_dict(data)
+
+
+def config_from_dict(data: dict) -> ExperimentConfig:
+    cfg = _from_dict(ExperimentConfig, data)
+    _apply_env_defaults(cfg)
+    return validate(cfg)

@@ -1,0 +1,109 @@
+"""Tiny tokenizer and Llama models built locally, for runs that cannot download anything.
+
+They are saved with ``save_pretrained`` and loaded back with ``from_pretrained`` so the rest of
+wbvb uses exactly the code path of real hub checkpoints. Built once per preset config and
+cached under ``<cache_dir>/presets/<hash>/`` (written to a temp dir, then renamed).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+PRESET_FORMAT = 1
+SPECIAL_TOKENS = {"pad": "<pad>", "bos": "<s>", "eos": "</s>", "unk": "<unk>"}
+
+
+def is_preset(name: str) -> bool:
+    return name.startswith("preset:")
+
+
+def _preset_key(preset_cfg) -> str:
+    from wbvb.tasks.quickstart import GENERATOR_VERSION  # the tokenizer is trained on task text
+
+    blob = json.dumps({"format": PRESET_FORMAT, "tasks": GENERATOR_VERSION, **dataclasses.asdict(preset_cfg)},
+                      sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _corpus() -> list[str]:
+    """Text of every quickstart family (fixed seed, both splits) to train the tokenizer on."""
+    from wbvb.tasks import TASK_NAMES, load_examples
+    from wbvb.config import TaskConfig
+
+    text = []
+    for name in TASK_NAMES:
+        for split in ("train", "eval"):
+            for ex in load_examples(TaskConfig(name=name, n_train=1500, n_eval=300, seed=12345), split):
+                text.append(ex.prompt + ex.answer)
+    return text
+
+
+def build_tokenizer(vocab_size: int):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk"]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS.values()),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_corpus(), trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token=SPECIAL_TOKENS["pad"], bos_token=SPECIAL_TOKENS["bos"],
+        eos_token=SPECIAL_TOKENS["eos"], unk_token=SPECIAL_TOKENS["unk"],
+    )
+
+
+def build_model(tokenizer, layers: int, hidden: int, heads: int, max_pos: int, seed: int):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 3,
+        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
+        max_position_embeddings=max_pos, tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
+def ensure_preset(preset_cfg, cache_dir: Path) -> dict[str, Path]:
+    """Return {'tokenizer', 'teacher', 'student'} dirs, building them once if missing."""
+    root = Path(cache_dir) / "presets" / f"tiny-{_preset_key(preset_cfg)}"
+    paths = {k: root / k for k in ("tokenizer", "teacher", "student")}
+    if (root / "done.json").is_file():
+        return paths
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=root.parent))
+    try:
+        p = preset_cfg
+        tok = build_tokenizer(p.vocab_size)
+        tok.save_pretrained(tmp / "tokenizer")
+        for role, (layers, hidden, heads, seed) in {
+            "teacher": (p.teacher_layers, p.teacher_hidden, p.teacher_heads, 1),
+            "student": (p.student_layers, p.student_hidden, p.student_heads, 2),
+        }.items():
+            model = build_model(tok, layers, hidden, heads, p.max_position_embeddings, seed)
+            model.save_pretrained(tmp / role)
+            tok.save_pretrained(tmp / role)
+        (tmp / "done.json").write_text(json.dumps(dataclasses.asdict(p), indent=1))
+        try:
+            os.rename(tmp, root)
+        except OSError:  # another process finished first: theirs is as good as ours
+            shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return paths

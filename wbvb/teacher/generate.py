@@ -1,0 +1,158 @@
+"""Run the teacher once over prompt+answer and store its signals as Parquet shards.
+
+The store lives at ``<teacher_data.path>/<fingerprint>/``. The fingerprint hashes every input
+that changes the bytes (teacher weights, tokenizer, tasks, max length, k, strides, dtype,
+format version); a complete store with the same fingerprint is reused. Shards are written to
+a temp name and renamed, and the manifest is updated after each one, so an interrupted run
+resumes at the next missing shard.
+"""
+from __future__ import annotations
+
+
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from wbvb.batches import batched, collate, encode_example
+from wbvb.tasks import load_all, task_identity
+from wbvb.teacher.schema import (FORMAT_VERSION, MANIFEST, arrow_schema, read_manifest, strided, to_bytes,
+                                 write_json_atomic)
+
+log = logging.getLogger("wbvb.teacher")
+
+
+def weights_identity(path: str) -> dict:
+    """Identity of a checkpoint: for a local dir, sizes and hashes of its config and weight files."""
+    p = Path(path)
+    if not p.is_dir():
+        return {"hub_id": path}
+    ident = {}
+    for f in sorted(p.iterdir()):
+        if f.suffix in (".json", ".safetensors", ".bin") and f.is_file():
+            h = hashlib.sha256()
+            with open(f, "rb") as fh:  # head and tail: cheap for 10 GB shards, sensitive to any retrain
+                h.update(fh.read(1 << 20))
+                if f.stat().st_size > 2 << 20:
+                    fh.seek(-(1 << 20), os.SEEK_END)
+                    h.update(fh.read())
+            ident[f.name] = f"{f.stat().st_size}:{h.hexdigest()[:16]}"
+    return ident
+
+
+def fingerprint_inputs(cfg, teacher_path: str, tokenizer) -> dict:
+    td = cfg.teacher_data
+    vocab = hashlib.sha256(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()[:16]
+    return {
+        "format_version": FORMAT_VERSION,
+        "teacher": weights_identity(teacher_path),
+        "tokenizer_vocab": vocab,
+        "tasks": [task_identity(t) for t in cfg.tasks],
+        "max_length": cfg.training.max_length,
+        "top_k": td.top_k, "hidden_stride": td.hidden_stride, "attention_stride": td.attention_stride,
+        "dtype": td.dtype, "shard_rows": td.shard_rows,
+    }
+
+
+def fingerprint(inputs: dict) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def store_dir(cfg, teacher_path: str, tokenizer) -> tuple[Path, dict, str]:
+    inputs = fingerprint_inputs(cfg, teacher_path, tokenizer)
+    fp = fingerprint(inputs)
+    return cfg.teacher_data_dir / fp, inputs, fp
+
+
+@torch.no_grad()
+def _teacher_rows(model, tokenizer, encoded: list[dict], cfg, dtype: str, id_dtype: str, device) -> list[dict]:
+    td = cfg.teacher_data
+    b = collate(encoded, tokenizer.pad_token_id)
+    out = model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device),
+                output_hidden_states=True, output_attentions=True)
+    logp = torch.log_softmax(out.logits.float(), dim=-1)
+    vals, ids = logp.topk(td.top_k, dim=-1)
+    hidden = out.hidden_states[-1].float().cpu()
+    attn = out.attentions[-1].float().cpu()
+    vals, ids = vals.cpu(), ids.cpu()
+    rows = []
+    for i, e in enumerate(encoded):
+        n = len(e["input_ids"])
+        nh, na = strided(n, td.hidden_stride), strided(n, td.attention_stride)
+        s = td.attention_stride
+        rows.append({
+            "example_id": e["example_id"], "task": e["task"], "split": e["split"],
+            "input_ids": e["input_ids"].tolist(), "prompt_len": e["prompt_len"], "seq_len": n, "label": e["label"],
+            "topk_ids": to_bytes(ids[i, :n], id_dtype),
+            "topk_logprobs": to_bytes(vals[i, :n], dtype),
+            "hidden": to_bytes(hidden[i, :n:td.hidden_stride][:nh], dtype),
+            "attention": to_bytes(attn[i, :, :n:s, :n:s][:, :na, :na], dtype),
+        })
+    return rows
+
+
+def generate(cfg, teacher_path: str, tokenizer, force: bool = False) -> Path:
+    """Make sure the teacher store for these inputs exists and is complete; return its dir."""
+    from wbvb.evaluate import evaluate
+    from wbvb.models import load_model
+    from wbvb.trainer import pick_device
+
+    out_dir, inputs, fp = store_dir(cfg, teacher_path, tokenizer)
+    manifest = None
+    if (out_dir / MANIFEST).is_file() and not force:
+        manifest = read_manifest(out_dir)
+        if manifest.get("complete") and manifest.get("fingerprint") == fp:
+            log.info("teacher data: reusing %s (fingerprint %s, %d rows)", out_dir, fp, manifest["num_rows"])
+            print(f"teacher data: reusing {out_dir} (fingerprint {fp}, {manifest['num_rows']} rows)", flush=True)
+            return out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    td, device = cfg.teacher_data, pick_device(cfg.training.device)
+    model = load_model(teacher_path, need_attentions=True).to(device).eval()
+    vocab = model.config.vocab_size
+    id_dtype = "int16" if vocab <= 32767 else "int32"
+    examples = load_all(cfg.tasks, "train")
+    encoded = [encode_example(ex, tokenizer, cfg.training.max_length) for ex in examples]
+    encoded.sort(key=lambda e: (len(e["input_ids"]), e["example_id"]))  # length order: little padding
+    if manifest is None or manifest.get("fingerprint") != fp:
+        manifest = {"format_version": FORMAT_VERSION, "fingerprint": fp, "inputs": inputs, "complete": False,
+                    "shards": [], "num_rows": 0}
+    manifest.update({
+        "teacher_path": teacher_path, "vocab_size": vocab, "pad_token_id": tokenizer.pad_token_id,
+        "strides": {"hidden": td.hidden_stride, "attention": td.attention_stride},
+        "columns": {"topk_ids": {"dtype": id_dtype, "k": td.top_k},
+                    "topk_logprobs": {"dtype": td.dtype, "k": td.top_k},
+                    "hidden": {"dtype": td.dtype, "dim": model.config.hidden_size, "layer": -1},
+                    "attention": {"dtype": td.dtype, "heads": model.config.num_attention_heads, "layer": -1}},
+    })
+    done = {s["file"] for s in manifest["shards"]}
+    t0 = time.perf_counter()
+    for idx, chunk in enumerate(batched(encoded, td.shard_rows)):
+        name = f"shard-{idx:05d}.parquet"
+        if name in done and (out_dir / name).is_file():
+            continue
+        rows = []
+        for b in batched(chunk, td.batch_size):
+            rows.extend(_teacher_rows(model, tokenizer, b, cfg, td.dtype, id_dtype, device))
+        tmp = out_dir / f".{name}.tmp"
+        pq.write_table(pa.Table.from_pylist(rows, schema=arrow_schema()), tmp)
+        os.replace(tmp, out_dir / name)
+        manifest["shards"] = [s for s in manifest["shards"] if s["file"] != name] + [{"file": name, "rows": len(rows)}]
+        manifest["num_rows"] = sum(s["rows"] for s in manifest["shards"])
+        write_json_atomic(out_dir / MANIFEST, manifest)
+    eval_examples = load_all(cfg.tasks, "eval")
+    tr = cfg.training
+    ev = evaluate(model, tokenizer, eval_examples, tr.eval_batch_size, tr.max_new_tokens, tr.max_length, device)
+    manifest["teacher_accuracy"] = ev["accuracy"]
+    manifest["teacher_val_acc"] = ev["val_acc"]
+    manifest["generation_seconds"] = round(time.perf_counter() - t0, 2)
+    manifest["complete"] = True
+    write_json_atomic(out_dir / MANIFEST, manifest)
+    print(f"teacher data: wrote {manifest['num_rows']} rows in {len(manifest['shards'])} shards to {out_dir} "
+          f"({manifest['generation_seconds']} s); teacher accuracy {ev['accuracy']}", flush=True)
+    return out_dir

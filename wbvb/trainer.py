@@ -1,0 +1,299 @@
+"""One training run of a causal LM for one distill type and seed.
+
+The same loop fine-tunes the quickstart teacher (``sft`` on in-memory examples) and trains
+every student trial (any distill type on streamed teacher shards). A run is a plain PyTorch
+loop, or a DeepSpeed engine when ``training.use_deepspeed`` is set (one process, no launcher).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from wbvb import losses
+from wbvb.config import SIGNALS_BY_TYPE
+from wbvb.evaluate import evaluate
+
+
+class BatchSource(Protocol):
+    num_rows: int
+
+    def epoch(self, epoch: int, seed: int) -> Iterable[dict]: ...
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+@dataclass
+class TeacherDims:
+    """What the student must align to (from the teacher data manifest)."""
+
+    hidden_size: int = 0
+    hidden_stride: int = 1
+    attention_stride: int = 1
+
+
+class StudentBundle(nn.Module):
+    """The student plus its hidden-state projector, trained (and checkpointed) as one module."""
+
+    def __init__(self, student: nn.Module, projector: Optional[nn.Module]):
+        super().__init__()
+        self.student = student
+        self.projector = projector
+
+    def forward(self, input_ids, attention_mask, want_hidden: bool = False, want_attn: bool = False):
+        return self.student(input_ids=input_ids, attention_mask=attention_mask,
+                            output_hidden_states=want_hidden, output_attentions=want_attn)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("training.device is 'cuda' but no CUDA device is visible; set training.device=cpu")
+    return torch.device(name)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _deepspeed_config(path: str, tr) -> dict:
+    """Read a DeepSpeed JSON and fill its "auto" values from wbvb's training config."""
+    cfg = json.loads(Path(path).expanduser().read_text())
+    fill = {"train_micro_batch_size_per_gpu": tr.batch_size, "gradient_accumulation_steps": 1,
+            "train_batch_size": tr.batch_size, "gradient_clipping": tr.grad_clip}
+    for k, v in fill.items():
+        if cfg.get(k, "auto") == "auto":
+            cfg[k] = v
+    for section in ("bf16", "fp16"):
+        if isinstance(cfg.get(section), dict) and cfg[section].get("enabled") == "auto":
+            cfg[section]["enabled"] = torch.cuda.is_available() and (
+                section == "bf16") == torch.cuda.is_bf16_supported()
+    return cfg
+
+
+class Trainer:
+    """Trains one model for one distill type; reports one metrics dict per epoch."""
+
+    def __init__(self, cfg, distill_type: str, seed: int, model_path: str, tokenizer,
+                 teacher: TeacherDims | None = None, tb_dir: Optional[str] = None, lr: Optional[float] = None,
+                 epochs: Optional[int] = None):
+        from wbvb.models import load_model
+
+        self.cfg, self.tr, self.weights = cfg, cfg.training, cfg.loss
+        self.distill_type, self.seed = distill_type, seed
+        self.signals = SIGNALS_BY_TYPE[distill_type]
+        self.tokenizer = tokenizer
+        self.teacher = teacher or TeacherDims()
+        self.lr = lr if lr is not None else self.tr.lr
+        self.epochs = epochs if epochs is not None else self.tr.epochs
+        self.device = pick_device(self.tr.device)
+        seed_everything(seed)
+        student = load_model(model_path, need_attentions="attention" in self.signals)
+        projector = None
+        if "hidden" in self.signals:
+            projector = nn.Linear(student.config.hidden_size, self.teacher.hidden_size)
+        self.bundle = StudentBundle(student, projector).to(self.device)
+        self.writer = None
+        if tb_dir:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(tb_dir)
+        self.engine = None
+        self.global_step = 0
+        self.start_epoch = 0
+
+    # ---- setup ---------------------------------------------------------------------------
+    def _setup_optimisation(self, steps_per_epoch: int) -> None:
+        total = max(1, steps_per_epoch * self.epochs)
+        warmup = int(self.tr.warmup_ratio * total)
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            return max(0.0, (total - step) / max(1, total - warmup))
+
+        params = [p for p in self.bundle.parameters() if p.requires_grad]
+        decay = [p for p in params if p.ndim >= 2]
+        no_decay = [p for p in params if p.ndim < 2]
+        groups = [{"params": decay, "weight_decay": self.tr.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        if self.tr.use_deepspeed:
+            import deepspeed
+
+            for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
+                os.environ.setdefault(k, v)
+            os.environ.setdefault("MASTER_PORT", str(_free_port()))  # one port per trial process
+            ds_cfg = _deepspeed_config(self.tr.deepspeed_config, self.tr)
+            optimizer = None
+            if "optimizer" not in ds_cfg:
+                optimizer = torch.optim.AdamW(groups, lr=self.lr)
+            self.engine, self.optimizer, _, _ = deepspeed.initialize(
+                model=self.bundle, optimizer=optimizer, model_parameters=None if optimizer else groups,
+                config=ds_cfg, dist_init_required=True)
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        else:
+            self.optimizer = torch.optim.AdamW(groups, lr=self.lr)
+            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+
+    # ---- one step --------------------------------------------------------------------------
+    def _loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        dev = self.device
+        ids, mask, ans = (batch[k].to(dev) for k in ("input_ids", "attention_mask", "answer_mask"))
+        model = self.engine or self.bundle
+        out = model(ids, mask, want_hidden="hidden" in self.signals, want_attn="attention" in self.signals)
+        parts = {"task": losses.task_loss(out.logits, ids, ans)}
+        if "topk" in self.signals and self.weights.beta > 0:
+            parts["kd"] = losses.topk_kd_loss(out.logits, batch["topk_ids"].to(dev), batch["topk_logprobs"].to(dev),
+                                              ans, self.weights.temperature)
+        if "hidden" in self.signals:
+            parts["hidden"] = losses.hidden_loss(out.hidden_states[-1], batch["hidden"].to(dev),
+                                                 self.bundle.projector, mask, self.teacher.hidden_stride)
+        if "attention" in self.signals:
+            parts["attention"] = losses.attention_loss(out.attentions[-1], batch["attention"].to(dev), mask,
+                                                       self.teacher.attention_stride)
+        return losses.combine(self.distill_type, parts, self.weights), parts
+
+    def _step(self, batch: dict) -> tuple[float, dict[str, float]]:
+        loss, parts = self._loss(batch)
+        if not torch.isfinite(loss):
+            return float("nan"), {k: float(v.detach()) for k, v in parts.items()}
+        if self.engine is not None:
+            self.engine.backward(loss)
+            self.engine.step()
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.tr.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(self.bundle.parameters(), self.tr.grad_clip)
+            self.optimizer.step()
+        self.scheduler.step()
+        return float(loss.detach()), {k: float(v.detach()) for k, v in parts.items()}
+
+    # ---- evaluation ----------------------------------------------------------------------
+    def evaluate(self, examples) -> dict:
+        student = self.bundle.student
+        if self.engine is not None and self.engine.zero_optimization_stage() == 3:
+            import deepspeed  # ZeRO-3 shards parameters: gather them for eval and generation
+
+            with deepspeed.zero.GatheredParameters(list(student.parameters()), modifier_rank=None):
+                return self._evaluate(student, examples)
+        return self._evaluate(student, examples)
+
+    def _evaluate(self, model, examples) -> dict:
+        return evaluate(model, self.tokenizer, examples, self.tr.eval_batch_size, self.tr.max_new_tokens,
+                        self.tr.max_length, self.device)
+
+    # ---- checkpoints ---------------------------------------------------------------------
+    def save_checkpoint(self, path: Path, epoch: int) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        state = {"epoch": epoch, "global_step": self.global_step, "scheduler": self.scheduler.state_dict(),
+                 "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
+                         "torch": torch.get_rng_state()}}
+        if self.engine is not None:
+            self.engine.save_checkpoint(str(path / "deepspeed"), tag="latest")
+        else:
+            state["model"] = self.bundle.state_dict()
+            state["optimizer"] = self.optimizer.state_dict()
+        torch.save(state, path / "trainer_state.pt")
+
+    def load_checkpoint(self, path: Path) -> None:
+        state = torch.load(path / "trainer_state.pt", map_location=self.device, weights_only=False)
+        if self.engine is not None:
+            self.engine.load_checkpoint(str(path / "deepspeed"), tag="latest")
+        else:
+            self.bundle.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        random.setstate(state["rng"]["python"])
+        np.random.set_state(state["rng"]["numpy"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.global_step = state["global_step"]
+        self.start_epoch = state["epoch"] + 1
+
+    def save_pretrained(self, path: Path) -> None:
+        self.bundle.student.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+
+    # ---- the run ---------------------------------------------------------------------------
+    def fit(self, source: BatchSource, eval_examples, on_epoch_end: Optional[Callable] = None,
+            resume_from: Optional[Path] = None, max_bad_steps: int = 20) -> list[dict]:
+        steps_per_epoch = math.ceil(source.num_rows / self.tr.batch_size)
+        self._setup_optimisation(steps_per_epoch)
+        if resume_from is not None:
+            self.load_checkpoint(resume_from)
+        history = []
+        for epoch in range(self.start_epoch, self.epochs):
+            self.bundle.train()
+            sums: dict[str, float] = {}
+            n_steps, tokens, bad_in_row, skipped = 0, 0, 0, 0
+            t0 = time.perf_counter()
+            for batch in source.epoch(epoch, self.seed):
+                loss, parts = self._step(batch)
+                if not math.isfinite(loss):
+                    skipped += 1
+                    bad_in_row += 1
+                    if bad_in_row >= max_bad_steps:
+                        raise NonFiniteLossError(
+                            f"{bad_in_row} non-finite losses in a row at step {self.global_step} "
+                            f"(components {parts}); last batch examples: {batch['example_ids'][:8]}")
+                    continue
+                bad_in_row = 0
+                n_steps += 1
+                tokens += int(batch["attention_mask"].sum())
+                sums["train_loss"] = sums.get("train_loss", 0.0) + loss
+                for k, v in parts.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                if self.writer:
+                    self.writer.add_scalar("train/loss", loss, self.global_step)
+                    self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.global_step)
+                    for k, v in parts.items():
+                        self.writer.add_scalar(f"train/{k}_loss", v, self.global_step)
+                self.global_step += 1
+            elapsed = time.perf_counter() - t0
+            ev = self.evaluate(eval_examples)
+            mean = {k: v / max(n_steps, 1) for k, v in sums.items()}
+            metrics = {
+                "epoch": epoch + 1,
+                "train_loss": mean.get("train_loss", float("nan")),
+                "task_loss": mean.get("task", float("nan")),
+                "kd_loss": mean.get("kd", 0.0),
+                "align_hidden_loss": mean.get("hidden", 0.0),
+                "align_attn_loss": mean.get("attention", 0.0),
+                "validation_loss": ev["validation_loss"],
+                "val_acc": ev["val_acc"],
+                **{f"validation_accuracy_{t}": a for t, a in ev["accuracy"].items()},
+                "tokens_per_s": tokens / max(elapsed, 1e-9),
+                "skipped_steps": skipped,
+                "steps": self.global_step,
+            }
+            if self.writer:
+                for k, v in metrics.items():
+                    if k != "epoch":
+                        self.writer.add_scalar(f"epoch/{k}", v, epoch + 1)
+                self.writer.flush()
+            history.append(metrics)
+            if on_epoch_end is not None:
+                on_epoch_end(metrics, epoch)
+        if self.writer:
+            self.writer.close()
+        return history
