@@ -122,7 +122,10 @@ class SweepConfig:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     data_cpus: float = 0.5  # CPUs kept free for Ray Data's read tasks (see DESIGN: deadlock)
-    max_concurrent_trials: int = 0  # 0: as many as fit beside Ray Data's share
+    headroom_cpus: float = 1.0  # CPUs no trial or Ray Data task may claim (driver, Ray's own processes)
+    max_concurrent_trials: int = 0  # 0: as many as fit beside Ray Data's share and the headroom
+    reuse_actors: bool = True  # keep trial processes warm between trials (never with DeepSpeed)
+    max_failures: int = 1  # retries of a failed trial, from its last checkpoint
     address: str = ""  # "" local Ray; auto | HOST:PORT | ray://... joins a cluster
     num_cpus: int = 0  # local Ray only: CPUs to start it with (0: all of this machine's)
     stall_timeout_s: float = 300.0  # Ray Data fails loudly after this long without progress
@@ -273,6 +276,8 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     sw = cfg.sweep
     if sw.cpus_per_trial <= 0:
         raise ConfigError("sweep.cpus_per_trial must be > 0 (a trial needs a CPU to feed it)")
+    if sw.headroom_cpus < 0 or sw.max_failures < 0:
+        raise ConfigError("sweep.headroom_cpus and sweep.max_failures must be >= 0")
     if sw.gpus_per_trial < 0 or sw.data_cpus <= 0:
         raise ConfigError("sweep.gpus_per_trial must be >= 0 and sweep.data_cpus > 0")
     if sw.gpus_per_trial > 1 and sw.gpus_per_trial != int(sw.gpus_per_trial):

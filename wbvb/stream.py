@@ -14,14 +14,18 @@ from wbvb.teacher.schema import columns_for, decode_row, shard_paths
 
 
 def configure_data_context(data_cpus: float, stall_timeout_s: float) -> None:
+    import logging
+
     from ray.data import DataContext, ExecutionResources
 
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     ctx = DataContext.get_current()
     ctx.execution_options.resource_limits = ExecutionResources(cpu=data_cpus)
     ctx.execution_options.preserve_order = True
     ctx.execution_no_progress_timeout_s = stall_timeout_s
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
+    ctx.enable_auto_log_stats = False
 
 
 class ShardStream:

@@ -82,12 +82,19 @@ def _quiet_libraries() -> None:
 
 
 def concurrency(cfg, cluster_cpus: float) -> int:
-    """How many trials run at once: leave Ray Data's share and one CPU free (DESIGN: deadlock)."""
+    """How many trials run at once so Ray Data's reads always find CPUs (DESIGN: deadlock).
+
+    Each running trial holds ``cpus_per_trial`` and its Ray Data reads may take ``data_cpus``
+    outside the trial's reservation; ``headroom_cpus`` stay free for the driver and Ray itself:
+    concurrent * (cpus_per_trial + data_cpus) + headroom_cpus <= cluster CPUs.
+    """
     sw = cfg.sweep
-    fit = max(1, math.floor((cluster_cpus - 1) / (sw.cpus_per_trial + sw.data_cpus)))
-    if sw.cpus_per_trial + sw.data_cpus > cluster_cpus:
-        raise ConfigError(f"sweep.cpus_per_trial ({sw.cpus_per_trial}) + sweep.data_cpus ({sw.data_cpus}) exceed "
-                          f"the cluster's {cluster_cpus:g} CPUs; lower them")
+    per_trial = sw.cpus_per_trial + sw.data_cpus
+    if per_trial + sw.headroom_cpus > cluster_cpus + 1e-9:
+        raise ConfigError(f"sweep.cpus_per_trial ({sw.cpus_per_trial:g}) + sweep.data_cpus ({sw.data_cpus:g}) + "
+                          f"sweep.headroom_cpus ({sw.headroom_cpus:g}) exceed the cluster's {cluster_cpus:g} CPUs, "
+                          "so a trial's data reads could never be scheduled; lower them")
+    fit = max(1, math.floor((cluster_cpus - sw.headroom_cpus) / per_trial + 1e-9))
     return min(fit, sw.max_concurrent_trials) if sw.max_concurrent_trials > 0 else fit
 
 
@@ -113,6 +120,7 @@ def run_sweep(cfg) -> dict:
     from wbvb.teacher import prepare
 
     _quiet_libraries()
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     run_dir = cfg.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / "config.json", cfg.to_dict())
@@ -140,12 +148,13 @@ def run_sweep(cfg) -> dict:
                      "seed": tune.grid_search(cfg.sweep.seeds)},
         tune_config=tune.TuneConfig(
             max_concurrent_trials=max_concurrent,
+            reuse_actors=cfg.sweep.reuse_actors and not cfg.training.use_deepspeed,
             trial_name_creator=lambda t: trial_name(t.config["distill_type"], t.config["seed"]),
             trial_dirname_creator=lambda t: trial_name(t.config["distill_type"], t.config["seed"])),
         run_config=tune.RunConfig(
             name="tune", storage_path=str(run_dir), progress_reporter=reporter, verbose=1,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            failure_config=tune.FailureConfig(max_failures=1)),
+            failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures)),
     )
     results = tuner.fit()
     errors = [r.error for r in results if r.error]

@@ -6,6 +6,7 @@ loop, or a DeepSpeed engine when ``training.use_deepspeed`` is set (one process,
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -77,7 +78,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _deepspeed_config(path: str, tr) -> dict:
+def _deepspeed_config(path: str, tr, lr: float) -> dict:
     """Read a DeepSpeed JSON and fill its "auto" values from wbvb's training config."""
     cfg = json.loads(Path(path).expanduser().read_text())
     fill = {"train_micro_batch_size_per_gpu": tr.batch_size, "gradient_accumulation_steps": 1,
@@ -85,6 +86,10 @@ def _deepspeed_config(path: str, tr) -> dict:
     for k, v in fill.items():
         if cfg.get(k, "auto") == "auto":
             cfg[k] = v
+    params = cfg.get("optimizer", {}).get("params", {})
+    for k, v in {"lr": lr, "weight_decay": tr.weight_decay}.items():
+        if params.get(k) == "auto":
+            params[k] = v
     for section in ("bf16", "fp16"):
         if isinstance(cfg.get(section), dict) and cfg[section].get("enabled") == "auto":
             cfg[section]["enabled"] = torch.cuda.is_available() and (
@@ -143,14 +148,15 @@ class Trainer:
             for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
                 os.environ.setdefault(k, v)
             os.environ.setdefault("MASTER_PORT", str(_free_port()))  # one port per trial process
-            ds_cfg = _deepspeed_config(self.tr.deepspeed_config, self.tr)
+            ds_cfg = _deepspeed_config(self.tr.deepspeed_config, self.tr, self.lr)
             optimizer = None
             if "optimizer" not in ds_cfg:
                 optimizer = torch.optim.AdamW(groups, lr=self.lr)
-            self.engine, self.optimizer, _, _ = deepspeed.initialize(
+            # The engine builds the scheduler on its base optimizer and steps it in engine.step().
+            self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
                 model=self.bundle, optimizer=optimizer, model_parameters=None if optimizer else groups,
+                lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, schedule),
                 config=ds_cfg, dist_init_required=True)
-            self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         else:
             self.optimizer = torch.optim.AdamW(groups, lr=self.lr)
             self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
@@ -179,29 +185,29 @@ class Trainer:
             return float("nan"), {k: float(v.detach()) for k, v in parts.items()}
         if self.engine is not None:
             self.engine.backward(loss)
-            self.engine.step()
+            self.engine.step()  # clips, steps the optimizer and the LR schedule
         else:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.tr.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(self.bundle.parameters(), self.tr.grad_clip)
             self.optimizer.step()
-        self.scheduler.step()
+            self.scheduler.step()
         return float(loss.detach()), {k: float(v.detach()) for k, v in parts.items()}
 
     # ---- evaluation ----------------------------------------------------------------------
-    def evaluate(self, examples) -> dict:
-        student = self.bundle.student
+    def full_weights(self):
+        """Context in which the student holds its full weights (ZeRO-3 partitions them otherwise)."""
         if self.engine is not None and self.engine.zero_optimization_stage() == 3:
-            import deepspeed  # ZeRO-3 shards parameters: gather them for eval and generation
+            import deepspeed
 
-            with deepspeed.zero.GatheredParameters(list(student.parameters()), modifier_rank=None):
-                return self._evaluate(student, examples)
-        return self._evaluate(student, examples)
+            return deepspeed.zero.GatheredParameters(list(self.bundle.student.parameters()), modifier_rank=None)
+        return contextlib.nullcontext()
 
-    def _evaluate(self, model, examples) -> dict:
-        return evaluate(model, self.tokenizer, examples, self.tr.eval_batch_size, self.tr.max_new_tokens,
-                        self.tr.max_length, self.device)
+    def evaluate(self, examples) -> dict:
+        with self.full_weights():
+            return evaluate(self.bundle.student, self.tokenizer, examples, self.tr.eval_batch_size,
+                            self.tr.max_new_tokens, self.tr.max_length, self.device)
 
     # ---- checkpoints ---------------------------------------------------------------------
     def save_checkpoint(self, path: Path, epoch: int) -> None:
@@ -210,7 +216,7 @@ class Trainer:
                  "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
                          "torch": torch.get_rng_state()}}
         if self.engine is not None:
-            self.engine.save_checkpoint(str(path / "deepspeed"), tag="latest")
+            self.engine.save_checkpoint(str(path / "deepspeed"), tag="wbvb")
         else:
             state["model"] = self.bundle.state_dict()
             state["optimizer"] = self.optimizer.state_dict()
@@ -219,7 +225,7 @@ class Trainer:
     def load_checkpoint(self, path: Path) -> None:
         state = torch.load(path / "trainer_state.pt", map_location=self.device, weights_only=False)
         if self.engine is not None:
-            self.engine.load_checkpoint(str(path / "deepspeed"), tag="latest")
+            self.engine.load_checkpoint(str(path / "deepspeed"), tag="wbvb")
         else:
             self.bundle.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -231,7 +237,8 @@ class Trainer:
         self.start_epoch = state["epoch"] + 1
 
     def save_pretrained(self, path: Path) -> None:
-        self.bundle.student.save_pretrained(path)
+        with self.full_weights():
+            self.bundle.student.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
 
     # ---- the run ---------------------------------------------------------------------------
