@@ -25,8 +25,9 @@ def test_generate_writes_shards_manifest_and_reuses(tiny_cfg, store, capsys):
     dec = decode_row(row, m)
     n = row["seq_len"]
     assert dec["topk_ids"].shape == (n, 4) and dec["topk_logprobs"].shape == (n, 4)
-    assert dec["hidden"].shape == ((n + 1) // 2, 32)
-    assert dec["attention"].shape == (4, (n + 1) // 2, (n + 1) // 2)
+    assert dec["hidden"].shape == (1, (n + 1) // 2, 32)  # (stored layers, strided positions, dim)
+    assert dec["attention"].shape == (1, 4, (n + 1) // 2, (n + 1) // 2)
+    assert m["columns"]["hidden"]["layers"] == [1] and m["columns"]["attention"]["layers"] == [1]
     # attention rows of a causal model sum to 1 over the (unstrided) keys: strided rows sum to <= 1
     assert float(dec["attention"].float().sum(-1).max()) <= 1.0 + 1e-2
     mtimes = {p.name: p.stat().st_mtime_ns for p in store.data_dir.glob("*.parquet")}
@@ -40,9 +41,12 @@ def test_generate_writes_shards_manifest_and_reuses(tiny_cfg, store, capsys):
 def test_changed_input_changes_fingerprint(tiny_dict, store):
     from wbvb.config import config_from_dict
 
-    tiny_dict["teacher_data"]["top_k"] = 3
+    tiny_dict["teacher_data"].update({"top_k": 3, "hidden_layers": [0, -1]})
     other = prepare(config_from_dict(tiny_dict))
     assert other.data_dir != store.data_dir and other.manifest["columns"]["topk_ids"]["k"] == 3
+    assert other.manifest["columns"]["hidden"]["layers"] == [0, 1]
+    row = pq.read_table(other.data_dir / other.manifest["shards"][0]["file"]).slice(0, 1).to_pylist()[0]
+    assert decode_row(row, other.manifest)["hidden"].shape[0] == 2
 
 
 def _rewrite(path, fn):

@@ -51,17 +51,25 @@ def collate(rows: Sequence[dict], pad_id: int) -> dict:
 
 
 def _pad_stack(tensors: Iterable[torch.Tensor], key: str) -> torch.Tensor:
+    """Zero-pad the sequence axes: topk (n, k); hidden (layers, n, D); attention (layers, H, n, n)."""
     tensors = list(tensors)
-    if key == "attention":  # (H, n, n): pad both sequence axes
+    first = tensors[0]
+    if key == "attention":
         n = max(t.shape[-1] for t in tensors)
-        out = torch.zeros((len(tensors), tensors[0].shape[0], n, n), dtype=tensors[0].dtype)
+        out = torch.zeros((len(tensors), *first.shape[:2], n, n), dtype=first.dtype)
         for i, t in enumerate(tensors):
-            out[i, :, : t.shape[1], : t.shape[2]] = t
+            out[i, ..., : t.shape[-2], : t.shape[-1]] = t
         return out
-    n = max(t.shape[0] for t in tensors)
-    out = torch.zeros((len(tensors), n, *tensors[0].shape[1:]), dtype=tensors[0].dtype)
+    axis = 1 if key == "hidden" else 0
+    n = max(t.shape[axis] for t in tensors)
+    shape = list(first.shape)
+    shape[axis] = n
+    out = torch.zeros((len(tensors), *shape), dtype=first.dtype)
     for i, t in enumerate(tensors):
-        out[i, : t.shape[0]] = t
+        if axis == 1:
+            out[i, :, : t.shape[1]] = t
+        else:
+            out[i, : t.shape[0]] = t
     return out
 
 

@@ -75,6 +75,8 @@ class TeacherDataConfig:
 
     path: str = ""  # default $WBVB_OFFLINE_DATA_PATH or ./wbvb_data/teacher
     top_k: int = 8
+    hidden_layers: list[int] = field(default_factory=lambda: [-1])  # teacher blocks to store (-1: last)
+    attention_layers: list[int] = field(default_factory=lambda: [-1])
     hidden_stride: int = 1
     attention_stride: int = 1
     dtype: str = "float16"
@@ -254,6 +256,8 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     td = cfg.teacher_data
     if td.top_k < 1:
         raise ConfigError("teacher_data.top_k must be >= 1")
+    if not td.hidden_layers or not td.attention_layers:
+        raise ConfigError("teacher_data.hidden_layers and attention_layers need at least one layer, e.g. [-1]")
     if td.hidden_stride < 1 or td.attention_stride < 1:
         raise ConfigError("teacher_data.hidden_stride and attention_stride must be >= 1")
     if td.dtype not in ("float16", "bfloat16", "float32"):

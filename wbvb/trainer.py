@@ -171,11 +171,12 @@ class Trainer:
         if "topk" in self.signals and self.weights.beta > 0:
             parts["kd"] = losses.topk_kd_loss(out.logits, batch["topk_ids"].to(dev), batch["topk_logprobs"].to(dev),
                                               ans, self.weights.temperature)
+        # Student last block <-> the deepest stored teacher layer (layer mapping: issue 8).
         if "hidden" in self.signals:
-            parts["hidden"] = losses.hidden_loss(out.hidden_states[-1], batch["hidden"].to(dev),
+            parts["hidden"] = losses.hidden_loss(out.hidden_states[-1], batch["hidden"][:, -1].to(dev),
                                                  self.bundle.projector, mask, self.teacher.hidden_stride)
         if "attention" in self.signals:
-            parts["attention"] = losses.attention_loss(out.attentions[-1], batch["attention"].to(dev), mask,
+            parts["attention"] = losses.attention_loss(out.attentions[-1], batch["attention"][:, -1].to(dev), mask,
                                                        self.teacher.attention_stride)
         return losses.combine(self.distill_type, parts, self.weights), parts
 

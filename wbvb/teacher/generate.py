@@ -55,7 +55,8 @@ def fingerprint_inputs(cfg, teacher_path: str, tokenizer) -> dict:
         "tokenizer_vocab": vocab,
         "tasks": [task_identity(t) for t in cfg.tasks],
         "max_length": cfg.training.max_length,
-        "top_k": td.top_k, "hidden_stride": td.hidden_stride, "attention_stride": td.attention_stride,
+        "top_k": td.top_k, "hidden_layers": td.hidden_layers, "attention_layers": td.attention_layers,
+        "hidden_stride": td.hidden_stride, "attention_stride": td.attention_stride,
         "dtype": td.dtype, "shard_rows": td.shard_rows,
     }
 
@@ -70,16 +71,29 @@ def store_dir(cfg, teacher_path: str, tokenizer) -> tuple[Path, dict, str]:
     return cfg.teacher_data_dir / fp, inputs, fp
 
 
+def resolve_layers(layers: list[int], num_layers: int, what: str) -> list[int]:
+    """Config layer indices (negative counts from the end) -> sorted unique block indices."""
+    out = []
+    for i in layers:
+        j = i + num_layers if i < 0 else i
+        if not 0 <= j < num_layers:
+            raise ValueError(f"teacher_data.{what}: layer {i} does not exist in a {num_layers}-layer teacher")
+        out.append(j)
+    return sorted(set(out))
+
+
 @torch.no_grad()
-def _teacher_rows(model, tokenizer, encoded: list[dict], cfg, dtype: str, id_dtype: str, device) -> list[dict]:
+def _teacher_rows(model, tokenizer, encoded: list[dict], cfg, dtype: str, id_dtype: str, device,
+                  hidden_layers: list[int], attention_layers: list[int]) -> list[dict]:
     td = cfg.teacher_data
     b = collate(encoded, tokenizer.pad_token_id)
     out = model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device),
                 output_hidden_states=True, output_attentions=True)
     logp = torch.log_softmax(out.logits.float(), dim=-1)
     vals, ids = logp.topk(td.top_k, dim=-1)
-    hidden = out.hidden_states[-1].float().cpu()
-    attn = out.attentions[-1].float().cpu()
+    # hidden_states[0] is the embedding output; block i's output is hidden_states[i + 1]
+    hidden = torch.stack([out.hidden_states[i + 1] for i in hidden_layers], 1).float().cpu()
+    attn = torch.stack([out.attentions[i] for i in attention_layers], 1).float().cpu()
     vals, ids = vals.cpu(), ids.cpu()
     rows = []
     for i, e in enumerate(encoded):
@@ -91,8 +105,8 @@ def _teacher_rows(model, tokenizer, encoded: list[dict], cfg, dtype: str, id_dty
             "input_ids": e["input_ids"].tolist(), "prompt_len": e["prompt_len"], "seq_len": n, "label": e["label"],
             "topk_ids": to_bytes(ids[i, :n], id_dtype),
             "topk_logprobs": to_bytes(vals[i, :n], dtype),
-            "hidden": to_bytes(hidden[i, :n:td.hidden_stride][:nh], dtype),
-            "attention": to_bytes(attn[i, :, :n:s, :n:s][:, :na, :na], dtype),
+            "hidden": to_bytes(hidden[i, :, :n:td.hidden_stride][:, :nh], dtype),
+            "attention": to_bytes(attn[i, :, :, :n:s, :n:s][..., :na, :na], dtype),
         })
     return rows
 
@@ -115,6 +129,9 @@ def generate(cfg, teacher_path: str, tokenizer, force: bool = False) -> Path:
     td, device = cfg.teacher_data, pick_device(cfg.training.device)
     model = load_model(teacher_path, need_attentions=True).to(device).eval()
     vocab = model.config.vocab_size
+    n_layers = model.config.num_hidden_layers
+    hidden_layers = resolve_layers(td.hidden_layers, n_layers, "hidden_layers")
+    attention_layers = resolve_layers(td.attention_layers, n_layers, "attention_layers")
     id_dtype = "int16" if vocab <= 32767 else "int32"
     examples = load_all(cfg.tasks, "train")
     encoded = [encode_example(ex, tokenizer, cfg.training.max_length) for ex in examples]
@@ -127,8 +144,10 @@ def generate(cfg, teacher_path: str, tokenizer, force: bool = False) -> Path:
         "strides": {"hidden": td.hidden_stride, "attention": td.attention_stride},
         "columns": {"topk_ids": {"dtype": id_dtype, "k": td.top_k},
                     "topk_logprobs": {"dtype": td.dtype, "k": td.top_k},
-                    "hidden": {"dtype": td.dtype, "dim": model.config.hidden_size, "layer": -1},
-                    "attention": {"dtype": td.dtype, "heads": model.config.num_attention_heads, "layer": -1}},
+                    "hidden": {"dtype": td.dtype, "dim": model.config.hidden_size, "layers": hidden_layers},
+                    "attention": {"dtype": td.dtype, "heads": model.config.num_attention_heads,
+                                  "layers": attention_layers}},
+        "teacher_num_layers": n_layers,
     })
     done = {s["file"] for s in manifest["shards"]}
     t0 = time.perf_counter()
@@ -138,7 +157,8 @@ def generate(cfg, teacher_path: str, tokenizer, force: bool = False) -> Path:
             continue
         rows = []
         for b in batched(chunk, td.batch_size):
-            rows.extend(_teacher_rows(model, tokenizer, b, cfg, td.dtype, id_dtype, device))
+            rows.extend(_teacher_rows(model, tokenizer, b, cfg, td.dtype, id_dtype, device,
+                                      hidden_layers, attention_layers))
         tmp = out_dir / f".{name}.tmp"
         pq.write_table(pa.Table.from_pylist(rows, schema=arrow_schema()), tmp)
         os.replace(tmp, out_dir / name)

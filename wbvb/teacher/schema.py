@@ -49,11 +49,11 @@ def expected_shape(column: str, seq_len: int, manifest: dict) -> tuple[int, ...]
     c = manifest["columns"]
     if column in ("topk_ids", "topk_logprobs"):
         return (seq_len, c["topk_ids"]["k"])
-    if column == "hidden":
-        return (strided(seq_len, manifest["strides"]["hidden"]), c["hidden"]["dim"])
-    if column == "attention":
+    if column == "hidden":  # (stored layers, strided positions, hidden size)
+        return (len(c["hidden"]["layers"]), strided(seq_len, manifest["strides"]["hidden"]), c["hidden"]["dim"])
+    if column == "attention":  # (stored layers, heads, strided queries, strided keys)
         n = strided(seq_len, manifest["strides"]["attention"])
-        return (c["attention"]["heads"], n, n)
+        return (len(c["attention"]["layers"]), c["attention"]["heads"], n, n)
     raise KeyError(column)
 
 
