@@ -11,7 +11,7 @@ pytestmark = pytest.mark.e2e
 def ray_2cpu():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -41,6 +41,21 @@ def test_five_trials_on_two_cpus_end_to_end(tiny_cfg, ray_2cpu, capsys):
     assert set(teacher["teacher_accuracy"]) == {"sentiment", "multiple_choice", "arithmetic"}
     out = capsys.readouterr().out
     assert "Final validation accuracy" in out and "teacher" in out
+
+    # Running the same sweep again finishes only what is missing: here nothing, so no trial re-runs.
+    lines = {n: (run / "tune" / n / "result.json").read_text() for n in names}
+    again = run_sweep(tiny_cfg)
+    assert not again["errors"] and len(again["summary"]) == len(summary)
+    assert lines == {n: (run / "tune" / n / "result.json").read_text() for n in names}
+    assert "finishing only what is missing" in capsys.readouterr().out
+
+    # Another config in the same folder is refused, naming what differs and the way out.
+    from wbvb.config import ConfigError, config_from_dict
+
+    other = tiny_cfg.to_dict()
+    other["loss"]["beta"] = 0.9
+    with pytest.raises(ConfigError, match=r"another config \(differs in loss.beta\).*--set sweep.name"):
+        run_sweep(config_from_dict(other))
 
 
 def test_black_box_reads_no_white_box_columns(tiny_cfg, ray_2cpu):

@@ -1,7 +1,7 @@
 import pytest
 
 from wbvb.config import ConfigError, config_from_dict
-from wbvb.sweep import concurrency, trial_name
+from wbvb.sweep import concurrency, config_differences, trial_name, trial_resources
 
 
 def _cfg(**sweep):
@@ -29,3 +29,23 @@ def test_autoscaling_cluster_uses_the_configured_concurrency():
 
 def test_trial_names_carry_type_and_seed():
     assert trial_name("black_box", 3) == "black_box-seed3"
+
+
+def test_per_type_resources_override_the_sweep_defaults():
+    cfg = _cfg(cpus_per_trial=1, gpus_per_trial=0.25, memory_gb_per_trial=2, custom_resources={"a100": 0.25},
+               resources_by_type={"attention": {"cpus": 2, "gpus": 0.5, "custom": {"big": 1}}},
+               headroom_cpus=0)
+    assert trial_resources(cfg, "sft") == {"CPU": 1, "GPU": 0.25, "memory": 2 * 2**30, "a100": 0.25}
+    assert trial_resources(cfg, "attention") == {"CPU": 2, "GPU": 0.5, "memory": 2 * 2**30, "a100": 0.25, "big": 1}
+    assert concurrency(cfg, 10) == 4  # the largest trial (2 CPUs + 0.5 data) sets the pace
+
+
+def test_config_differences_ignore_execution_settings():
+    a = config_from_dict({}).to_dict()
+    b = config_from_dict({"sweep": {"max_concurrent_trials": 3, "address": "auto"}, "loss": {"beta": 0.7}}).to_dict()
+    assert config_differences(a, b) == ["loss.beta"]
+
+
+def test_unknown_type_in_resource_overrides():
+    with pytest.raises(ConfigError, match="resources_by_type: unknown distill type 'attn'"):
+        _cfg(resources_by_type={"attn": {"cpus": 1}})

@@ -115,6 +115,16 @@ class LossConfig:
 
 
 @dataclass
+class TrialResources:
+    """A per-distill-type override of what a trial asks for (unset fields keep the sweep's values)."""
+
+    cpus: Optional[float] = None
+    gpus: Optional[float] = None
+    memory_gb: Optional[float] = None
+    custom: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
 class SweepConfig:
     """The Tune grid and what each trial asks of the cluster."""
 
@@ -123,6 +133,9 @@ class SweepConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
+    memory_gb_per_trial: float = 0.0  # 0: no memory reservation
+    custom_resources: dict[str, float] = field(default_factory=dict)  # e.g. {"a100": 1}
+    resources_by_type: dict[str, TrialResources] = field(default_factory=dict)  # e.g. white-box types: more
     data_cpus: float = 0.5  # CPUs kept free for Ray Data's read tasks (see DESIGN: deadlock)
     headroom_cpus: float = 1.0  # CPUs no trial or Ray Data task may claim (driver, Ray's own processes)
     max_concurrent_trials: int = 0  # 0: as many as fit beside Ray Data's share and the headroom
@@ -185,6 +198,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping of {tp.__name__} keys, got {value!r}")
         return _from_dict(tp, value, where)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return {str(k): _coerce(v, args[1], f"{where}.{k}") for k, v in value.items()}
     if origin is list:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             value = [value]
@@ -280,6 +297,11 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     sw = cfg.sweep
     if sw.cpus_per_trial <= 0:
         raise ConfigError("sweep.cpus_per_trial must be > 0 (a trial needs a CPU to feed it)")
+    for dt, res in sw.resources_by_type.items():
+        if dt not in DISTILL_TYPES:
+            raise ConfigError(f"sweep.resources_by_type: unknown distill type '{dt}'; choose from {', '.join(DISTILL_TYPES)}")
+        if res.cpus is not None and res.cpus <= 0:
+            raise ConfigError(f"sweep.resources_by_type.{dt}.cpus must be > 0")
     if sw.headroom_cpus < 0 or sw.max_failures < 0:
         raise ConfigError("sweep.headroom_cpus and sweep.max_failures must be >= 0")
     if sw.gpus_per_trial < 0 or sw.data_cpus <= 0:

@@ -7,6 +7,7 @@ results_summary.csv + aggregate table. With no arguments it runs ``sweeps/quicks
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import math
 import os
@@ -36,7 +37,7 @@ def run_trial(config: dict, cfg_dict: dict, data_dir: str, student_path: str) ->
     _quiet_libraries()
     cfg = config_from_dict(cfg_dict)
     distill_type, seed = config["distill_type"], int(config["seed"])
-    torch.set_num_threads(max(1, int(cfg.sweep.cpus_per_trial)))
+    torch.set_num_threads(max(1, int(trial_resources(cfg, distill_type)["CPU"])))
     manifest = read_manifest(Path(data_dir))
     tok = load_tokenizer(student_path)
     dims = TeacherDims(hidden_size=manifest["columns"]["hidden"]["dim"],
@@ -51,8 +52,12 @@ def run_trial(config: dict, cfg_dict: dict, data_dir: str, student_path: str) ->
     # The console table shows the first metrics reported: put epoch and accuracies first.
     first = ["epoch", "val_acc"] + [f"validation_accuracy_{t.name}" for t in cfg.tasks]
 
+    import ray
+
+    node_id = ray.get_runtime_context().get_node_id()
+
     def on_epoch_end(metrics: dict, epoch: int) -> None:
-        ordered = {k: metrics[k] for k in first if k in metrics} | metrics
+        ordered = {k: metrics[k] for k in first if k in metrics} | metrics | {"node_id": node_id}
         with tempfile.TemporaryDirectory(prefix="wbvb-ckpt-") as d:
             trainer.save_checkpoint(Path(d), epoch)
             if epoch + 1 == trainer.epochs:
@@ -79,24 +84,89 @@ def _quiet_libraries() -> None:
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
 
 
+def trial_resources(cfg, distill_type: str) -> dict[str, float]:
+    """What one trial of ``distill_type`` reserves: the sweep's defaults, then the type's override."""
+    sw = cfg.sweep
+    o = sw.resources_by_type.get(distill_type)
+    res = {"CPU": sw.cpus_per_trial, "GPU": sw.gpus_per_trial}
+    memory = sw.memory_gb_per_trial
+    custom = dict(sw.custom_resources)
+    if o is not None:
+        res["CPU"] = o.cpus if o.cpus is not None else res["CPU"]
+        res["GPU"] = o.gpus if o.gpus is not None else res["GPU"]
+        memory = o.memory_gb if o.memory_gb is not None else memory
+        custom.update(o.custom)
+    if memory > 0:
+        res["memory"] = memory * 2**30
+    return {**res, **custom}
+
+
 def concurrency(cfg, cluster_cpus: float) -> int:
     """How many trials run at once so Ray Data's reads always find CPUs (DESIGN: deadlock).
 
-    Each running trial holds ``cpus_per_trial`` and its Ray Data reads may take ``data_cpus``
-    outside the trial's reservation; ``headroom_cpus`` stay free for the driver and Ray itself:
-    concurrent * (cpus_per_trial + data_cpus) + headroom_cpus <= cluster CPUs.
+    Each running trial holds its CPUs and its Ray Data reads may take ``data_cpus`` outside the
+    trial's reservation; ``headroom_cpus`` stay free for the driver and Ray itself:
+    concurrent * (trial CPUs + data_cpus) + headroom_cpus <= cluster CPUs (largest trial counts).
     """
     sw = cfg.sweep
-    per_trial = sw.cpus_per_trial + sw.data_cpus
+    per_trial = max(trial_resources(cfg, t)["CPU"] for t in sw.distill_types) + sw.data_cpus
     if sw.address and sw.max_concurrent_trials > 0:
         return sw.max_concurrent_trials  # a (possibly autoscaling) cluster: its size now says little
     if per_trial + sw.headroom_cpus > cluster_cpus + 1e-9:
-        raise ConfigError(f"sweep.cpus_per_trial ({sw.cpus_per_trial:g}) + sweep.data_cpus ({sw.data_cpus:g}) + "
+        raise ConfigError(f"a trial's CPUs ({per_trial - sw.data_cpus:g}) + sweep.data_cpus ({sw.data_cpus:g}) + "
                           f"sweep.headroom_cpus ({sw.headroom_cpus:g}) exceed the cluster's {cluster_cpus:g} CPUs, "
                           "so a trial's data reads could never be scheduled; lower them (on an autoscaling "
                           "cluster, set sweep.max_concurrent_trials instead)")
     fit = max(1, math.floor((cluster_cpus - sw.headroom_cpus) / per_trial + 1e-9))
     return min(fit, sw.max_concurrent_trials) if sw.max_concurrent_trials > 0 else fit
+
+
+# Settings that change how a sweep runs, not what it computes: they may differ when resuming.
+EXECUTION_KEYS = {("sweep", "address"), ("sweep", "num_cpus"), ("sweep", "max_concurrent_trials"),
+                  ("sweep", "reuse_actors"), ("sweep", "max_failures"), ("sweep", "stall_timeout_s"),
+                  ("sweep", "headroom_cpus"), ("output", "dir"), ("models", "cache_dir"), ("teacher_data", "path")}
+
+
+def _result_defining(cfg_dict: dict) -> dict:
+    return {sec: {k: v for k, v in val.items() if (sec, k) not in EXECUTION_KEYS} if isinstance(val, dict) else val
+            for sec, val in cfg_dict.items()}
+
+
+def config_differences(saved: dict, current: dict) -> list[str]:
+    a, b = _result_defining(saved), _result_defining(current)
+    keys = []
+    for sec in sorted(set(a) | set(b)):
+        x, y = a.get(sec), b.get(sec)
+        if isinstance(x, dict) and isinstance(y, dict):
+            keys += [f"{sec}.{k}" for k in sorted(set(x) | set(y)) if x.get(k) != y.get(k)]
+        elif x != y:
+            keys.append(sec)
+    return keys
+
+
+def should_restore(cfg, resume: bool) -> bool:
+    """Decide between a fresh sweep and finishing the one in the run folder; refuse a foreign one."""
+    from ray import tune
+
+    tune_dir = cfg.run_dir / "tune"
+    saved = cfg.run_dir / "config.json"
+    if not tune_dir.is_dir():
+        if resume:
+            print(f"sweep: nothing to resume in {cfg.run_dir}; starting a new sweep", flush=True)
+        return False
+    if saved.is_file():
+        diff = config_differences(json.loads(saved.read_text()), cfg.to_dict())
+        if diff:
+            raise ConfigError(
+                f"{cfg.run_dir} holds the results of another config (differs in {', '.join(diff[:6])}). "
+                "Resume it with the config it was started with, or choose another folder: "
+                "--set sweep.name=NEW_NAME or --output DIR")
+    if not tune.Tuner.can_restore(str(tune_dir)):
+        print(f"sweep: {tune_dir} has no restorable state; starting the sweep there anew", flush=True)
+        return False
+    print(f"sweep: {cfg.run_dir} already holds this sweep; finishing only what is missing "
+          "(finished trials are not re-run, interrupted ones continue from their last checkpoint)", flush=True)
+    return True
 
 
 def init_ray(cfg) -> None:
@@ -108,12 +178,13 @@ def init_ray(cfg) -> None:
     if cfg.sweep.address:
         ray.init(address=cfg.sweep.address, runtime_env=env, log_to_driver=True)
     else:
-        ray.init(num_cpus=cfg.sweep.num_cpus or None, include_dashboard=False, runtime_env=env,
+        # address="local": always a fresh local Ray, never a stray `ray start` cluster on this machine
+        ray.init(address="local", num_cpus=cfg.sweep.num_cpus or None, include_dashboard=False, runtime_env=env,
                  log_to_driver=True, configure_logging=True, logging_level=logging.WARNING)
 
 
-def run_sweep(cfg) -> dict:
-    """Run the whole chain for ``cfg``; return the analysis result."""
+def run_sweep(cfg, resume: bool = False) -> dict:
+    """Run the whole chain for ``cfg`` (finishing an earlier run of it); return the analysis result."""
     import ray
     from ray import tune
 
@@ -123,6 +194,7 @@ def run_sweep(cfg) -> dict:
     _quiet_libraries()
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     run_dir = cfg.run_dir
+    restore = should_restore(cfg, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / "config.json", cfg.to_dict())
     prep = prepare(cfg)
@@ -131,38 +203,55 @@ def run_sweep(cfg) -> dict:
         "fingerprint": prep.manifest["fingerprint"], "teacher_accuracy": prep.manifest.get("teacher_accuracy", {})})
 
     init_ray(cfg)
-    max_concurrent = concurrency(cfg, ray.cluster_resources().get("CPU", 1))
-    resources = {"cpu": cfg.sweep.cpus_per_trial, "gpu": cfg.sweep.gpus_per_trial}
+    max_concurrent = concurrency(cfg, ray.cluster_resources().get("CPU", 0))
+    per_type = {t: trial_resources(cfg, t) for t in cfg.sweep.distill_types}
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, cfg_dict=cfg.to_dict(), data_dir=str(prep.data_dir),
                              student_path=prep.student_path),
-        resources)
+        lambda config: tune.PlacementGroupFactory([per_type[config["distill_type"]]]))
     n_trials = len(cfg.sweep.distill_types) * len(cfg.sweep.seeds)
     print(f"sweep: {n_trials} trials ({', '.join(cfg.sweep.distill_types)} x seeds {cfg.sweep.seeds}), "
-          f"{max_concurrent} at a time, {resources} each; results in {run_dir}", flush=True)
-    reporter = tune.CLIReporter(
-        metric_columns=["epoch", "val_acc"] + [f"validation_accuracy_{t.name}" for t in cfg.tasks],
-        parameter_columns=["distill_type", "seed"], max_report_frequency=30)
-    tuner = tune.Tuner(
-        trainable,
-        param_space={"distill_type": tune.grid_search(cfg.sweep.distill_types),
-                     "seed": tune.grid_search(cfg.sweep.seeds)},
-        tune_config=tune.TuneConfig(
-            max_concurrent_trials=max_concurrent,
-            reuse_actors=cfg.sweep.reuse_actors and not cfg.training.use_deepspeed,
-            trial_name_creator=lambda t: trial_name(t.config["distill_type"], t.config["seed"]),
-            trial_dirname_creator=lambda t: trial_name(t.config["distill_type"], t.config["seed"])),
-        run_config=tune.RunConfig(
-            name="tune", storage_path=str(run_dir), progress_reporter=reporter, verbose=1,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures)),
-    )
-    results = tuner.fit()
-    errors = [r.error for r in results if r.error]
+          f"{max_concurrent} at a time, {per_type[cfg.sweep.distill_types[0]]} each; results in {run_dir}",
+          flush=True)
+    tune_dir = run_dir / "tune"
+    if restore:
+        tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable, resume_unfinished=True,
+                                   resume_errored=True, restart_errored=False)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"distill_type": tune.grid_search(cfg.sweep.distill_types),
+                         "seed": tune.grid_search(cfg.sweep.seeds)},
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=max_concurrent,
+                # reuse needs equal resources for every trial, and DeepSpeed wants a fresh process
+                reuse_actors=(cfg.sweep.reuse_actors and not cfg.training.use_deepspeed
+                              and len({json.dumps(r, sort_keys=True) for r in per_type.values()}) == 1),
+                trial_name_creator=lambda t: trial_name(t.config["distill_type"], t.config["seed"]),
+                trial_dirname_creator=lambda t: trial_name(t.config["distill_type"], t.config["seed"])),
+            run_config=tune.RunConfig(
+                name="tune", storage_path=str(run_dir), verbose=1,
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures)),
+        )
+    hint = f"python -m wbvb.sweep {' '.join(sys.argv[1:]) if sys.argv[1:] else ''}".rstrip()
+    try:
+        results = tuner.fit()
+    except KeyboardInterrupt:
+        print(f"\nsweep interrupted; finish it later with the same command (it resumes): {hint}", file=sys.stderr)
+        raise
+    failed = [{"trial": trial_name(r.config["distill_type"], r.config["seed"]), "error": str(r.error)}
+              for r in results if r.error]
+    write_json_atomic(run_dir / "failed_trials.json", {"failed": failed})
+    unfinished = n_trials - sum(1 for r in results if (r.metrics or {}).get("epoch") == cfg.training.epochs)
     result = analysis.analyze(run_dir, expected_trials=n_trials)
-    if errors:
-        print(f"\n{len(errors)} trial(s) failed; first error: {errors[0]}", file=sys.stderr)
-    result["errors"] = errors
+    for f in failed:
+        print(f"\ntrial {f['trial']} failed (after {cfg.sweep.max_failures} retries): {f['error'][:2000]}",
+              file=sys.stderr)
+    if unfinished > 0:
+        print(f"\n{unfinished} trial(s) did not finish; finish them with: {hint}", file=sys.stderr)
+    result["errors"] = [f["error"] for f in failed]
+    result["failed"] = failed
     print(f"\nTensorBoard: tensorboard --logdir {run_dir / 'tensorboard'}")
     return result
 
@@ -179,6 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--deepspeed-config", help="DeepSpeed JSON, e.g. sweeps/ds_config_zero3.json")
     ap.add_argument("--address", help="join a running Ray cluster: auto | HOST:PORT | ray://...")
     ap.add_argument("--output", help="results folder (default $WBVB_OUTPUT_PATH or ./results)")
+    ap.add_argument("--resume", action="store_true",
+                    help="finish the sweep in the run folder (also automatic when its config matches)")
     return ap
 
 
@@ -203,10 +294,12 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = config_from_args(args)
-        result = run_sweep(cfg)
+        result = run_sweep(cfg, resume=args.resume)
     except (ConfigError, TeacherDataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
     return 1 if result.get("errors") else 0
 
 
