@@ -90,7 +90,11 @@ class TrainingConfig:
     """One student run: optimisation and evaluation settings."""
 
     epochs: int = 2
-    batch_size: int = 16
+    batch_size: int = 16  # micro-batch of sft / black_box trials
+    whitebox_batch_size: int = 0  # micro-batch of trials carrying hidden/attention tensors (0: batch_size)
+    effective_batch_size: int = 0  # examples per optimizer step, reached by accumulation (0: batch_size)
+    precision: str = "auto"  # auto (CUDA: bf16 if supported else fp16 + GradScaler; CPU: fp32) | fp32 | bf16 | fp16
+    max_bad_steps: int = 20  # non-finite losses in a row before a trial fails
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
@@ -284,6 +288,16 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     tr = cfg.training
     if tr.epochs < 1 or tr.batch_size < 1:
         raise ConfigError("training.epochs and training.batch_size must be >= 1")
+    if tr.precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ConfigError(f"training.precision '{tr.precision}': choose auto, fp32, bf16 or fp16")
+    eff = tr.effective_batch_size or tr.batch_size
+    for key in ("batch_size", "whitebox_batch_size"):
+        micro = getattr(tr, key) or tr.batch_size
+        if eff % micro:
+            raise ConfigError(f"training.effective_batch_size ({eff}) must be a multiple of training.{key} "
+                              f"({micro}) so every distill type sees the same optimisation schedule")
+    if tr.max_bad_steps < 1:
+        raise ConfigError("training.max_bad_steps must be >= 1")
     if tr.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"training.device '{tr.device}': choose auto, cpu or cuda")
     if tr.use_deepspeed:

@@ -45,7 +45,7 @@ def run_trial(config: dict, cfg_dict: dict, data_dir: str, student_path: str) ->
     name = trial_name(distill_type, seed)
     trainer = Trainer(cfg, distill_type, seed, student_path, tok, dims,
                       tb_dir=str(cfg.run_dir / "tensorboard" / name))
-    source = ShardStream(Path(data_dir), manifest, SIGNALS_BY_TYPE[distill_type], cfg.training.batch_size,
+    source = ShardStream(Path(data_dir), manifest, SIGNALS_BY_TYPE[distill_type], trainer.micro_batch,
                          cfg.sweep.data_cpus, cfg.sweep.stall_timeout_s)
     eval_examples = load_all(cfg.tasks, "eval")
 

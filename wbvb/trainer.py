@@ -72,17 +72,38 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def micro_batch_size(tr, distill_type: str) -> int:
+    """White-box trials carry hidden/attention tensors: they may use a smaller micro-batch."""
+    whitebox = {"hidden", "attention"} & set(SIGNALS_BY_TYPE[distill_type])
+    return (tr.whitebox_batch_size or tr.batch_size) if whitebox else tr.batch_size
+
+
+def accumulation_steps(tr, distill_type: str) -> int:
+    """Micro-batches per optimizer step, so every type reaches the same effective batch."""
+    return (tr.effective_batch_size or tr.batch_size) // micro_batch_size(tr, distill_type)
+
+
+def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
+    """None for fp32; bf16 where the GPU supports it, else fp16 (which needs a GradScaler)."""
+    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _deepspeed_config(path: str, tr, lr: float) -> dict:
+def _deepspeed_config(path: str, tr, lr: float, distill_type: str) -> dict:
     """Read a DeepSpeed JSON and fill its "auto" values from wbvb's training config."""
     cfg = json.loads(Path(path).expanduser().read_text())
-    fill = {"train_micro_batch_size_per_gpu": tr.batch_size, "gradient_accumulation_steps": 1,
-            "train_batch_size": tr.batch_size, "gradient_clipping": tr.grad_clip}
+    micro, accum = micro_batch_size(tr, distill_type), accumulation_steps(tr, distill_type)
+    fill = {"train_micro_batch_size_per_gpu": micro, "gradient_accumulation_steps": accum,
+            "train_batch_size": micro * accum, "gradient_clipping": tr.grad_clip}
     for k, v in fill.items():
         if cfg.get(k, "auto") == "auto":
             cfg[k] = v
@@ -124,8 +145,12 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter
             self.writer = SummaryWriter(tb_dir)
         self.engine = None
-        self.global_step = 0
+        self.global_step = 0  # optimizer steps
         self.start_epoch = 0
+        self.micro_batch = micro_batch_size(self.tr, distill_type)
+        self.accum = accumulation_steps(self.tr, distill_type)
+        self.amp_dtype = None if self.tr.use_deepspeed else autocast_dtype(self.tr.precision, self.device)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
 
     # ---- setup ---------------------------------------------------------------------------
     def _setup_optimisation(self, steps_per_epoch: int) -> None:
@@ -148,7 +173,7 @@ class Trainer:
             for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
                 os.environ.setdefault(k, v)
             os.environ.setdefault("MASTER_PORT", str(_free_port()))  # one port per trial process
-            ds_cfg = _deepspeed_config(self.tr.deepspeed_config, self.tr, self.lr)
+            ds_cfg = _deepspeed_config(self.tr.deepspeed_config, self.tr, self.lr, self.distill_type)
             optimizer = None
             if "optimizer" not in ds_cfg:
                 optimizer = torch.optim.AdamW(groups, lr=self.lr)
@@ -180,21 +205,52 @@ class Trainer:
                                                        self.teacher.attention_stride)
         return losses.combine(self.distill_type, parts, self.weights), parts
 
-    def _step(self, batch: dict) -> tuple[float, dict[str, float]]:
-        loss, parts = self._loss(batch)
-        if not torch.isfinite(loss):
-            return float("nan"), {k: float(v.detach()) for k, v in parts.items()}
-        if self.engine is not None:
-            self.engine.backward(loss)
-            self.engine.step()  # clips, steps the optimizer and the LR schedule
-        else:
+    def _forward_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The forward pass under autocast (bf16/fp16 on CUDA); the losses themselves are fp32."""
+        if self.amp_dtype is None:
+            return self._loss(batch)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype):
+            return self._loss(batch)
+
+    def _micro_step(self, batch: dict, last_of_group: bool) -> tuple[float, dict[str, float], Optional[float]]:
+        """Backward one micro-batch; step the optimizer at the end of an accumulation group.
+
+        Returns the loss, its components and the gradient norm (None unless the optimizer stepped).
+        """
+        try:
+            loss, parts = self._forward_loss(batch)
+            values = {k: float(v.detach()) for k, v in parts.items()}
+            if not torch.isfinite(loss):
+                return float("nan"), values, None
+            if self.engine is not None:  # DeepSpeed scales by 1/accumulation and steps at boundaries
+                self.engine.backward(loss)
+                self.engine.step()
+                if not last_of_group:
+                    return float(loss.detach()), values, None
+                norm = self.engine.get_global_grad_norm()
+                return float(loss.detach()), values, float(norm) if norm is not None else float("nan")
+            scaled = loss / self.accum
+            (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+            if not last_of_group:
+                return float(loss.detach()), values, None
+            if self.scaler:
+                self.scaler.unscale_(self.optimizer)
+            norm = torch.nn.utils.clip_grad_norm_(self.bundle.parameters(),
+                                                  self.tr.grad_clip if self.tr.grad_clip > 0 else float("inf"))
+            if self.scaler:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.tr.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(self.bundle.parameters(), self.tr.grad_clip)
-            self.optimizer.step()
             self.scheduler.step()
-        return float(loss.detach()), {k: float(v.detach()) for k, v in parts.items()}
+            return float(loss.detach()), values, float(norm)
+        except torch.cuda.OutOfMemoryError as exc:
+            raise RuntimeError(
+                f"GPU out of memory in a {self.distill_type} trial at micro-batch size {len(batch['example_ids'])} "
+                f"(sequence length {batch['input_ids'].shape[1]}); lower training.batch_size / "
+                "training.whitebox_batch_size (the effective batch is kept through accumulation) or "
+                "sweep.gpus_per_trial packing") from exc
 
     # ---- evaluation ----------------------------------------------------------------------
     def full_weights(self):
@@ -221,6 +277,7 @@ class Trainer:
         else:
             state["model"] = self.bundle.state_dict()
             state["optimizer"] = self.optimizer.state_dict()
+            state["scaler"] = self.scaler.state_dict() if self.scaler else None
         torch.save(state, path / "trainer_state.pt")
 
     def load_checkpoint(self, path: Path) -> None:
@@ -230,6 +287,8 @@ class Trainer:
         else:
             self.bundle.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
+            if self.scaler and state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
         self.scheduler.load_state_dict(state["scheduler"])
         random.setstate(state["rng"]["python"])
         np.random.set_state(state["rng"]["numpy"])
@@ -244,64 +303,99 @@ class Trainer:
 
     # ---- the run ---------------------------------------------------------------------------
     def fit(self, source: BatchSource, eval_examples, on_epoch_end: Optional[Callable] = None,
-            resume_from: Optional[Path] = None, max_bad_steps: int = 20) -> list[dict]:
-        steps_per_epoch = math.ceil(source.num_rows / self.tr.batch_size)
-        self._setup_optimisation(steps_per_epoch)
+            resume_from: Optional[Path] = None) -> list[dict]:
+        micro_batches = math.ceil(source.num_rows / self.micro_batch)
+        self._setup_optimisation(math.ceil(micro_batches / self.accum))
         if resume_from is not None:
             self.load_checkpoint(resume_from)
         history = []
         for epoch in range(self.start_epoch, self.epochs):
-            self.bundle.train()
-            sums: dict[str, float] = {}
-            n_steps, tokens, bad_in_row, skipped = 0, 0, 0, 0
-            t0 = time.perf_counter()
-            for batch in source.epoch(epoch, self.seed):
-                loss, parts = self._step(batch)
-                if not math.isfinite(loss):
-                    skipped += 1
-                    bad_in_row += 1
-                    if bad_in_row >= max_bad_steps:
-                        raise NonFiniteLossError(
-                            f"{bad_in_row} non-finite losses in a row at step {self.global_step} "
-                            f"(components {parts}); last batch examples: {batch['example_ids'][:8]}")
-                    continue
-                bad_in_row = 0
-                n_steps += 1
-                tokens += int(batch["attention_mask"].sum())
-                sums["train_loss"] = sums.get("train_loss", 0.0) + loss
-                for k, v in parts.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                if self.writer:
-                    self.writer.add_scalar("train/loss", loss, self.global_step)
-                    self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.global_step)
-                    for k, v in parts.items():
-                        self.writer.add_scalar(f"train/{k}_loss", v, self.global_step)
-                self.global_step += 1
-            elapsed = time.perf_counter() - t0
+            metrics = self._train_epoch(source, epoch)
             ev = self.evaluate(eval_examples)
-            mean = {k: v / max(n_steps, 1) for k, v in sums.items()}
-            metrics = {
-                "epoch": epoch + 1,
-                "train_loss": mean.get("train_loss", float("nan")),
-                "task_loss": mean.get("task", float("nan")),
-                "kd_loss": mean.get("kd", 0.0),
-                "align_hidden_loss": mean.get("hidden", 0.0),
-                "align_attn_loss": mean.get("attention", 0.0),
-                "validation_loss": ev["validation_loss"],
-                "val_acc": ev["val_acc"],
-                **{f"validation_accuracy_{t}": a for t, a in ev["accuracy"].items()},
-                "tokens_per_s": tokens / max(elapsed, 1e-9),
-                "skipped_steps": skipped,
-                "steps": self.global_step,
-            }
+            metrics.update({"validation_loss": ev["validation_loss"], "val_acc": ev["val_acc"],
+                            **{f"validation_accuracy_{t}": a for t, a in ev["accuracy"].items()}})
+            metrics = {"epoch": epoch + 1, **metrics}
             if self.writer:
                 for k, v in metrics.items():
                     if k != "epoch":
-                        self.writer.add_scalar(f"epoch/{k}", v, epoch + 1)
+                        self.writer.add_scalar(f"epoch/{k}", v, self.global_step)
                 self.writer.flush()
             history.append(metrics)
             if on_epoch_end is not None:
                 on_epoch_end(metrics, epoch)
         if self.writer:
+            if history:
+                self._log_hparams(history[-1])
             self.writer.close()
         return history
+
+    def _train_epoch(self, source: BatchSource, epoch: int) -> dict:
+        """One pass over the data; returns the epoch's mean losses, tokens/s and skipped steps."""
+        self.bundle.train()
+        sums: dict[str, float] = {}
+        group: dict[str, float] = {}
+        n_ok, tokens, bad_in_row, skipped, in_group = 0, 0, 0, 0, 0
+        t0 = time.perf_counter()
+        batches = iter(source.epoch(epoch, self.seed))
+        batch = next(batches, None)
+        while batch is not None:
+            upcoming = next(batches, None)
+            in_group += 1
+            last = in_group == self.accum or upcoming is None
+            loss, parts, norm = self._micro_step(batch, last)
+            if not math.isfinite(loss):
+                skipped += 1
+                bad_in_row += 1
+                if bad_in_row >= self.tr.max_bad_steps:
+                    raise NonFiniteLossError(
+                        f"{bad_in_row} non-finite losses in a row at optimizer step {self.global_step} of the "
+                        f"{self.distill_type} trial (seed {self.seed}), loss components {parts}; "
+                        f"batch examples: {batch['example_ids'][:8]}")
+                if last and self.engine is None:
+                    self.optimizer.zero_grad(set_to_none=True)  # drop a group a bad batch touched
+            else:
+                bad_in_row = 0
+                n_ok += 1
+                tokens += int(batch["attention_mask"].sum())
+                for k, v in {"train_loss": loss, **parts}.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                    group[k] = group.get(k, 0.0) + v
+                group["n"] = group.get("n", 0) + 1
+            if last:
+                if norm is not None:
+                    self._log_step(group, norm)
+                    self.global_step += 1
+                group, in_group = {}, 0
+            batch = upcoming
+        elapsed = time.perf_counter() - t0
+        mean = {k: v / max(n_ok, 1) for k, v in sums.items()}
+        return {"train_loss": mean.get("train_loss", float("nan")),
+                "task_loss": mean.get("task", float("nan")),
+                "kd_loss": mean.get("kd", 0.0),
+                "align_hidden_loss": mean.get("hidden", 0.0),
+                "align_attn_loss": mean.get("attention", 0.0),
+                "tokens_per_s": tokens / max(elapsed, 1e-9),
+                "skipped_steps": skipped,
+                "steps": self.global_step}
+
+    def _log_step(self, group: dict, grad_norm: float) -> None:
+        if not self.writer or not group.get("n"):
+            return
+        n = group["n"]
+        self.writer.add_scalar("train/loss", group["train_loss"] / n, self.global_step)
+        for k, v in group.items():
+            if k not in ("n", "train_loss"):
+                self.writer.add_scalar(f"train/{k}_loss", v / n, self.global_step)
+        self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.global_step)
+        self.writer.add_scalar("train/grad_norm", grad_norm, self.global_step)
+
+    def _log_hparams(self, final: dict) -> None:
+        """HParams summary: TensorBoard's HParams tab lists every trial with its final accuracies."""
+        hp = {"distill_type": self.distill_type, "seed": self.seed, "lr": self.lr, "epochs": self.epochs,
+              "batch_size": self.micro_batch, "accumulation": self.accum, "alpha": self.weights.alpha,
+              "beta": self.weights.beta, "gamma_hidden": self.weights.gamma_hidden,
+              "gamma_attention": self.weights.gamma_attention, "temperature": self.weights.temperature,
+              "deepspeed": bool(self.engine)}
+        metrics = {f"hparam/{k}": v for k, v in final.items()
+                   if k == "val_acc" or k.startswith("validation_accuracy_") or k == "validation_loss"}
+        self.writer.add_hparams(hp, metrics, run_name=".")

@@ -1,0 +1,108 @@
+"""The training engine on CPU: determinism, resume equivalence, accumulation, guards, TensorBoard."""
+import math
+
+import pytest
+import torch
+
+from wbvb.batches import ExampleSource
+from wbvb.config import ConfigError, config_from_dict
+from wbvb.models import load_tokenizer, resolve_model_paths
+from wbvb.tasks import load_all
+from wbvb.trainer import NonFiniteLossError, Trainer, accumulation_steps, micro_batch_size
+
+
+@pytest.fixture
+def setup(tiny_dict):
+    tiny_dict["training"].update({"epochs": 2, "batch_size": 8})
+    cfg = config_from_dict(tiny_dict)
+    paths = resolve_model_paths(cfg)
+    tok = load_tokenizer(paths["student"])
+    train = load_all(cfg.tasks, "train")
+    ev = load_all(cfg.tasks, "eval")
+    return cfg, paths["student"], tok, train, ev
+
+
+def _run(cfg, student, tok, train, ev, seed=0, tb=None, **kw):
+    tr = Trainer(cfg, "sft", seed, student, tok, tb_dir=tb)
+    src = ExampleSource(train, tok, cfg.training.max_length, tr.micro_batch)
+    return tr, tr.fit(src, ev, **kw)
+
+
+def _comparable(history):
+    return [{k: v for k, v in m.items() if k != "tokens_per_s"} for m in history]
+
+
+def test_same_seed_same_metrics_and_seed_matters(setup):
+    cfg, student, tok, train, ev = setup
+    _, a = _run(cfg, student, tok, train, ev, seed=0)
+    _, b = _run(cfg, student, tok, train, ev, seed=0)
+    _, c = _run(cfg, student, tok, train, ev, seed=1)
+    assert _comparable(a) == _comparable(b)
+    assert a[-1]["train_loss"] != c[-1]["train_loss"]
+    assert a[-1]["train_loss"] < a[0]["train_loss"]
+
+
+def test_resumed_run_ends_like_an_uninterrupted_one(setup, tmp_path):
+    cfg, student, tok, train, ev = setup
+    _, full = _run(cfg, student, tok, train, ev)
+    saved = {}
+
+    def stop_after_first(metrics, epoch):
+        first.save_checkpoint(tmp_path / "ckpt", epoch)
+        saved["m"] = metrics
+        raise KeyboardInterrupt  # the trial dies after its first checkpoint
+
+    first = Trainer(cfg, "sft", 0, student, tok)
+    with pytest.raises(KeyboardInterrupt):
+        first.fit(ExampleSource(train, tok, cfg.training.max_length, first.micro_batch), ev,
+                  on_epoch_end=stop_after_first)
+    second = Trainer(cfg, "sft", 0, student, tok)
+    rest = second.fit(ExampleSource(train, tok, cfg.training.max_length, second.micro_batch), ev,
+                      resume_from=tmp_path / "ckpt")
+    assert [m["epoch"] for m in rest] == [2]
+    assert _comparable([saved["m"]] + rest) == _comparable(full)
+
+
+def test_accumulation_reaches_the_same_effective_batch(tiny_dict):
+    tiny_dict["training"].update({"batch_size": 8, "whitebox_batch_size": 4, "effective_batch_size": 16})
+    tr = config_from_dict(tiny_dict).training
+    assert (micro_batch_size(tr, "black_box"), accumulation_steps(tr, "black_box")) == (8, 2)
+    assert (micro_batch_size(tr, "attention"), accumulation_steps(tr, "attention")) == (4, 4)
+    tiny_dict["training"]["whitebox_batch_size"] = 3
+    with pytest.raises(ConfigError, match="multiple of training.whitebox_batch_size"):
+        config_from_dict(tiny_dict)
+
+
+def test_accumulated_steps_count_optimizer_steps(setup, tiny_dict):
+    cfg, student, tok, train, ev = setup
+    tiny_dict["training"].update({"epochs": 1, "batch_size": 8, "effective_batch_size": 24})
+    cfg2 = config_from_dict(tiny_dict)
+    _, hist = _run(cfg2, student, tok, train, ev)
+    assert hist[-1]["steps"] == math.ceil(math.ceil(72 / 8) / 3)  # 9 micro-batches, 3 per optimizer step
+
+
+def test_non_finite_losses_fail_the_trial_with_context(setup, tiny_dict):
+    cfg, student, tok, train, ev = setup
+    tiny_dict["training"]["max_bad_steps"] = 2
+    cfg = config_from_dict(tiny_dict)
+    tr = Trainer(cfg, "sft", 0, student, tok)
+    tr._forward_loss = lambda batch: (torch.tensor(float("nan")), {"task": torch.tensor(float("nan"))})
+    with pytest.raises(NonFiniteLossError, match=r"2 non-finite losses in a row at optimizer step 0.*task.*"
+                                                 r"batch examples: \['"):
+        tr.fit(ExampleSource(train, tok, cfg.training.max_length, 8), ev)
+
+
+def test_tensorboard_scalars_and_hparams_read_back(setup, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cfg, student, tok, train, ev = setup
+    _run(cfg, student, tok, train, ev, tb=str(tmp_path / "tb"))
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    for tag in ("train/loss", "train/task_loss", "train/lr", "train/grad_norm", "epoch/val_acc",
+                "epoch/tokens_per_s", "epoch/skipped_steps", "epoch/validation_accuracy_arithmetic"):
+        assert tag in tags, tag
+    assert len(acc.Scalars("train/loss")) == 18  # 2 epochs x 9 optimizer steps, steps on the x-axis
+    plugins = acc.PluginTagToContent("hparams")
+    assert plugins, "no HParams summary"
