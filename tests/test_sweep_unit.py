@@ -22,5 +22,10 @@ def test_concurrency_refuses_a_trial_that_cannot_fit():
         concurrency(_cfg(cpus_per_trial=2, data_cpus=0.5, headroom_cpus=1), 2)
 
 
+def test_autoscaling_cluster_uses_the_configured_concurrency():
+    cfg = _cfg(address="auto", cpus_per_trial=8, data_cpus=2, max_concurrent_trials=16)
+    assert concurrency(cfg, 0) == 16  # no workers yet: the CPU budget is not checked against the head
+
+
 def test_trial_names_carry_type_and_seed():
     assert trial_name("black_box", 3) == "black_box-seed3"

@@ -7,17 +7,14 @@ results_summary.csv + aggregate table. With no arguments it runs ``sweeps/quicks
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import logging
 import math
 import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from wbvb.config import SIGNALS_BY_TYPE, ConfigError, config_from_dict, load_config
+from wbvb.config import SIGNALS_BY_TYPE, ConfigError, ExperimentConfig, config_from_dict, load_config
 from wbvb.teacher.schema import TeacherDataError, write_json_atomic
 
 
@@ -50,22 +47,23 @@ def run_trial(config: dict, cfg_dict: dict, data_dir: str, student_path: str) ->
                          cfg.sweep.data_cpus, cfg.sweep.stall_timeout_s)
     eval_examples = load_all(cfg.tasks, "eval")
 
-    resume_dir = None
-    ckpt = tune.get_checkpoint()
-    if ckpt is not None:
-        resume_dir = Path(tempfile.mkdtemp(prefix="wbvb-resume-"))
-        with ckpt.as_directory() as d:
-            shutil.copytree(d, resume_dir, dirs_exist_ok=True)
+    # The console table shows the first metrics reported: put epoch and accuracies first.
+    first = ["epoch", "val_acc"] + [f"validation_accuracy_{t.name}" for t in cfg.tasks]
 
     def on_epoch_end(metrics: dict, epoch: int) -> None:
+        ordered = {k: metrics[k] for k in first if k in metrics} | metrics
         with tempfile.TemporaryDirectory(prefix="wbvb-ckpt-") as d:
             trainer.save_checkpoint(Path(d), epoch)
             if epoch + 1 == trainer.epochs:
                 trainer.save_pretrained(Path(d) / "final_model")
-            tune.report(metrics,
-                        checkpoint=tune.Checkpoint.from_directory(d))
+            tune.report(ordered, checkpoint=tune.Checkpoint.from_directory(d))
 
-    trainer.fit(source, eval_examples, on_epoch_end=on_epoch_end, resume_from=resume_dir)
+    ckpt = tune.get_checkpoint()
+    if ckpt is None:
+        trainer.fit(source, eval_examples, on_epoch_end=on_epoch_end)
+        return
+    with ckpt.as_directory() as d:  # a restarted trial continues after its last reported epoch
+        trainer.fit(source, eval_examples, on_epoch_end=on_epoch_end, resume_from=Path(d))
 
 
 def _quiet_libraries() -> None:
@@ -89,10 +87,13 @@ def concurrency(cfg, cluster_cpus: float) -> int:
     """
     sw = cfg.sweep
     per_trial = sw.cpus_per_trial + sw.data_cpus
+    if sw.address and sw.max_concurrent_trials > 0:
+        return sw.max_concurrent_trials  # a (possibly autoscaling) cluster: its size now says little
     if per_trial + sw.headroom_cpus > cluster_cpus + 1e-9:
         raise ConfigError(f"sweep.cpus_per_trial ({sw.cpus_per_trial:g}) + sweep.data_cpus ({sw.data_cpus:g}) + "
                           f"sweep.headroom_cpus ({sw.headroom_cpus:g}) exceed the cluster's {cluster_cpus:g} CPUs, "
-                          "so a trial's data reads could never be scheduled; lower them")
+                          "so a trial's data reads could never be scheduled; lower them (on an autoscaling "
+                          "cluster, set sweep.max_concurrent_trials instead)")
     fit = max(1, math.floor((cluster_cpus - sw.headroom_cpus) / per_trial + 1e-9))
     return min(fit, sw.max_concurrent_trials) if sw.max_concurrent_trials > 0 else fit
 
@@ -181,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def config_from_args(args) -> "ExperimentConfig":  # noqa: F821
+def config_from_args(args) -> ExperimentConfig:
     overrides = list(args.set)
     if args.distill_types:
         overrides.append(f"sweep.distill_types=[{args.distill_types}]")
