@@ -115,7 +115,7 @@ class LossConfig:
     kd_divergence: str = "forward_kl"  # forward_kl | reverse_kl | jsd
     jsd_beta: float = 0.5  # jsd: beta*KL(P||M) + (1-beta)*KL(Q||M), M = beta*P + (1-beta)*Q
     kd_tail_bucket: bool = True  # false: the earlier scripts' definition (teacher renormalised over top-k)
-    kd_chunk_positions: int = 256  # answer positions per chunk of the vocabulary-wide softmax
+    kd_chunk_positions: int = 64  # answer positions per chunk of the vocabulary-wide softmax
     hidden_loss: str = "mse"  # mse (through a learned projector) | cosine (projector) | cka (linear CKA)
     attention_loss: str = "mse"  # mse on probabilities | kl on attention rows
     balancing: str = "none"  # none | kd_magnitude: alignment terms rescaled to the KD term's size

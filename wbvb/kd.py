@@ -54,7 +54,7 @@ class _TemperedLogProbsAt(torch.autograd.Function):
 
 
 def student_logprobs_at(logits: torch.Tensor, b_idx: torch.Tensor, t_idx: torch.Tensor, ids: torch.Tensor,
-                        temperature: float = 1.0, vocab: int | None = None, chunk: int = 256) -> torch.Tensor:
+                        temperature: float = 1.0, vocab: int | None = None, chunk: int = 64) -> torch.Tensor:
     """[N, k] tempered student log-probs at the teacher's ids, over the first ``vocab`` logits."""
     vocab = vocab or logits.size(-1)
     return _TemperedLogProbsAt.apply(logits, b_idx, t_idx, ids.long(), float(temperature), int(vocab), int(chunk))
@@ -95,7 +95,7 @@ def divergence(log_p: torch.Tensor, log_q: torch.Tensor, kind: str, beta: float 
 def topk_kd_loss(student_logits: torch.Tensor, topk_ids: torch.Tensor, topk_logprobs: torch.Tensor,
                  answer_mask: torch.Tensor, temperature: float = 1.0, divergence_kind: str = "forward_kl",
                  jsd_beta: float = 0.5, tail_bucket: bool = True, vocab: int | None = None,
-                 chunk: int = 256) -> torch.Tensor:
+                 chunk: int = 64) -> torch.Tensor:
     """T^2 * mean over answer tokens of D(teacher || student) on the stored top-k.
 
     Position t's logits and stored top-k both describe token t+1, so the answer tokens are

@@ -107,12 +107,13 @@ def attention_loss(student_attn: torch.Tensor, teacher_attn: torch.Tensor, atten
     s, t = heads.apply(s, teacher_attn.float())
     real = _strided(attention_mask, stride, n, (1,)).bool()
     causal = torch.tril(torch.ones(n, n, dtype=torch.bool, device=s.device))
-    mask = (real[:, None, :, None] & real[:, None, None, :] & causal).expand_as(s)
+    mask = (real[:, None, :, None] & real[:, None, None, :] & causal).to(s.dtype)  # [B, 1, n, n], broadcast
+    groups = s.size(1)
     if kind == "mse":
-        return _masked_mean((s - t) ** 2, mask)
+        return ((s - t).pow(2) * mask).sum() / (mask.sum() * groups).clamp_min(1.0)
     if kind == "kl":
-        rows = real[:, None, :].expand(s.shape[:3])
-        return _masked_mean(_row_kl(s, t, mask), rows)
+        rows = real[:, None, :].to(s.dtype)
+        return (_row_kl(s, t, mask) * rows).sum() / (rows.sum() * groups).clamp_min(1.0)
     raise ValueError(f"unknown attention loss '{kind}': choose mse | kl")
 
 

@@ -59,9 +59,13 @@ class HeadMap:
     teacher: torch.Tensor  # [groups, teacher heads]
 
     def apply(self, student_attn: torch.Tensor, teacher_attn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        s = torch.einsum("gh,bhqk->bgqk", self.student.to(student_attn), student_attn)
-        t = torch.einsum("gh,bhqk->bgqk", self.teacher.to(teacher_attn), teacher_attn)
-        return s, t
+        return _average(self.student, student_attn), _average(self.teacher, teacher_attn)
+
+
+def _average(groups: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+    if groups.size(0) == groups.size(1) and torch.equal(groups, torch.eye(groups.size(0))):
+        return attn  # one head per group: nothing to average
+    return torch.einsum("gh,bhqk->bgqk", groups.to(attn), attn)
 
 
 def _group_matrix(groups: list[list[int]], heads: int) -> torch.Tensor:
