@@ -78,3 +78,21 @@ def test_projectors_are_saved_with_the_student(tiny_dict, tmp_path):
     t.save_pretrained(tmp_path / "final")
     state = torch.load(tmp_path / "final" / PROJECTORS_FILE)
     assert state["0.weight"].shape == (32, 16)
+
+
+def test_embedding_rows_padded_past_the_tokenizer_do_not_change_the_loss(tiny_dict, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    t = _trainer(tiny_dict, "black_box")
+    base_loss, _ = t._loss(_batch())
+    padded = AutoModelForCausalLM.from_pretrained(t.bundle.student.config._name_or_path or ".")
+    real = len(t.tokenizer)
+    padded.resize_token_embeddings(real + 16)  # e.g. 151,936 tokens in 152,064 rows
+    with torch.no_grad():
+        padded.get_output_embeddings().weight[real:] = 50.0  # junk logits past the vocabulary
+    padded.save_pretrained(tmp_path / "padded")
+    cfg = t.cfg
+    t2 = Trainer(cfg, "black_box", 0, str(tmp_path / "padded"), t.tokenizer, DIMS)
+    assert t2.vocab == real < t2.bundle.student.config.vocab_size
+    loss, _ = t2._loss(_batch())
+    assert loss.item() == pytest.approx(base_loss.item(), rel=1e-5)
