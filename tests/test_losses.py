@@ -67,14 +67,17 @@ def test_topk_kd_zero_when_student_matches_teacher():
 
 
 def test_topk_kd_temperature_scales_by_t_squared():
-    # k=2 renormalised at T=2: teacher (0.6, 0.3) -> softmax(log p / 2); student uniform over 4 tokens
+    # k=2 at T=2: teacher (0.6, 0.3) tempered among themselves, its tail 0.1 kept as stored;
+    # student uniform over 4 tokens stays uniform at any T: buckets (0.25, 0.25, tail 0.5)
     student = torch.zeros(1, 2, 4)
     ids = torch.tensor([[[0, 1], [0, 1]]])
     logp = torch.log(torch.tensor([[[0.6, 0.3], [0.6, 0.3]]]))
     answer = torch.tensor([[False, True]])
     a, b = math.sqrt(0.6), math.sqrt(0.3)
-    pt = (a / (a + b), b / (a + b))
-    expected = 4 * sum(p * math.log(p / 0.5) for p in pt)
+    pt = (0.9 * a / (a + b), 0.9 * b / (a + b), 0.1)
+    q = (0.25, 0.25, 0.5)
+    expected = 4 * sum(p * math.log(p / qi) for p, qi in zip(pt, q))  # = 1.52557
+    assert expected == pytest.approx(1.52557, rel=1e-4)
     assert losses.topk_kd_loss(student, ids, logp, answer, temperature=2.0).item() == pytest.approx(expected, rel=1e-5)
 
 

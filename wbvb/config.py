@@ -115,7 +115,32 @@ class LossConfig:
     beta: float = 0.5
     gamma_hidden: float = 0.1
     gamma_attention: float = 0.1
-    temperature: float = 1.0
+    temperature: float = 1.0  # KD temperature; the KD term is multiplied by T^2
+    kd_divergence: str = "forward_kl"  # forward_kl | reverse_kl | jsd
+    jsd_beta: float = 0.5  # jsd: beta*KL(P||M) + (1-beta)*KL(Q||M), M = beta*P + (1-beta)*Q
+    kd_tail_bucket: bool = True  # false: the earlier scripts' definition (teacher renormalised over top-k)
+    kd_chunk_positions: int = 64  # answer positions per chunk of the vocabulary-wide softmax
+    hidden_loss: str = "mse"  # mse (through a learned projector) | cosine (projector) | cka (linear CKA)
+    attention_loss: str = "mse"  # mse on probabilities | kl on attention rows
+    balancing: str = "none"  # none | kd_magnitude: alignment terms rescaled to the KD term's size
+
+
+@dataclass
+class AlignmentConfig:
+    """Which student block aligns to which teacher block, and student heads to teacher heads.
+
+    ``*_map``: last (last <-> last), uniform (student i <-> teacher round((i+1)*L_t/L_s)-1 for
+    every student block) or explicit (``*_pairs``: [[student, teacher], ...], negatives count
+    from the end). ``head_map``: grouped (average heads in equal groups) or explicit
+    (``head_groups[h]``: the teacher heads averaged for student head h).
+    """
+
+    hidden_map: str = "last"
+    hidden_pairs: list[list[int]] = field(default_factory=list)
+    attention_map: str = "last"
+    attention_pairs: list[list[int]] = field(default_factory=list)
+    head_map: str = "grouped"
+    head_groups: list[list[int]] = field(default_factory=list)
 
 
 @dataclass
@@ -164,6 +189,7 @@ class ExperimentConfig:
     teacher_data: TeacherDataConfig = field(default_factory=TeacherDataConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    alignment: AlignmentConfig = field(default_factory=AlignmentConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
 
@@ -306,8 +332,8 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
                               "pass --deepspeed-config sweeps/ds_config_zero3.json")
         if not Path(tr.deepspeed_config).expanduser().is_file():
             raise ConfigError(f"training.deepspeed_config: no such file '{tr.deepspeed_config}'")
-    if cfg.loss.temperature <= 0:
-        raise ConfigError("loss.temperature must be > 0")
+    _validate_loss(cfg.loss)
+    _validate_alignment(cfg.alignment)
     sw = cfg.sweep
     if sw.cpus_per_trial <= 0:
         raise ConfigError("sweep.cpus_per_trial must be > 0 (a trial needs a CPU to feed it)")
@@ -325,6 +351,56 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     if not sw.name or "/" in sw.name:
         raise ConfigError(f"sweep.name '{sw.name}' must be a non-empty folder name")
     return cfg
+
+
+LOSS_CHOICES = {"kd_divergence": ("forward_kl", "reverse_kl", "jsd"), "hidden_loss": ("mse", "cosine", "cka"),
+                "attention_loss": ("mse", "kl"), "balancing": ("none", "kd_magnitude")}
+MAP_CHOICES = {"hidden_map": ("last", "uniform", "explicit"), "attention_map": ("last", "uniform", "explicit"),
+               "head_map": ("grouped", "explicit")}
+
+
+def _check_choices(section: str, obj, choices: dict) -> None:
+    for key, allowed in choices.items():
+        if getattr(obj, key) not in allowed:
+            raise ConfigError(f"{section}.{key} '{getattr(obj, key)}': choose {' | '.join(allowed)}")
+
+
+def _validate_loss(loss: LossConfig) -> None:
+    _check_choices("loss", loss, LOSS_CHOICES)
+    if loss.temperature <= 0:
+        raise ConfigError("loss.temperature must be > 0")
+    if min(loss.alpha, loss.beta, loss.gamma_hidden, loss.gamma_attention) < 0:
+        raise ConfigError("loss.alpha, beta, gamma_hidden and gamma_attention must be >= 0")
+    if not 0.0 < loss.jsd_beta < 1.0:
+        raise ConfigError(f"loss.jsd_beta {loss.jsd_beta:g} must lie strictly between 0 and 1")
+    if not loss.kd_tail_bucket and loss.kd_divergence != "forward_kl":
+        raise ConfigError("loss.kd_tail_bucket=false is only defined for kd_divergence=forward_kl "
+                          "(the student's mass outside the top-k has no teacher counterpart); set it to true")
+    if loss.kd_chunk_positions < 1:
+        raise ConfigError("loss.kd_chunk_positions must be >= 1")
+    if loss.balancing == "kd_magnitude" and loss.beta == 0:
+        raise ConfigError("loss.balancing=kd_magnitude rescales alignment terms to the KD term, but loss.beta is 0 "
+                          "so there is no KD term; set loss.balancing=none or beta > 0")
+
+
+def _validate_alignment(al: AlignmentConfig) -> None:
+    _check_choices("alignment", al, MAP_CHOICES)
+    for kind in ("hidden", "attention"):
+        mode, pairs = getattr(al, f"{kind}_map"), getattr(al, f"{kind}_pairs")
+        if mode == "explicit" and not pairs:
+            raise ConfigError(f"alignment.{kind}_map is explicit but alignment.{kind}_pairs is empty; "
+                              "give pairs like [[0, 1], [1, 3]] (student block, teacher block)")
+        if mode != "explicit" and pairs:
+            raise ConfigError(f"alignment.{kind}_pairs is set but alignment.{kind}_map is '{mode}'; "
+                              f"set alignment.{kind}_map=explicit to use the pairs")
+        bad = [p for p in pairs if len(p) != 2]
+        if bad:
+            raise ConfigError(f"alignment.{kind}_pairs: each pair is [student block, teacher block], got {bad[0]}")
+    if al.head_map == "explicit" and not al.head_groups:
+        raise ConfigError("alignment.head_map is explicit but alignment.head_groups is empty; give one list of "
+                          "teacher heads per student head, e.g. [[0, 1], [2, 3]]")
+    if any(not g for g in al.head_groups):
+        raise ConfigError("alignment.head_groups: every student head needs at least one teacher head")
 
 
 def _apply_env_defaults(cfg: ExperimentConfig) -> None:

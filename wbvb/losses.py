@@ -11,6 +11,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from wbvb.kd import topk_kd_loss  # noqa: F401  (the KD term lives in its own module)
+from wbvb.mapping import HeadMap, head_map
+
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     mask = mask.to(values.dtype)
@@ -25,81 +28,117 @@ def task_loss(logits: torch.Tensor, input_ids: torch.Tensor, answer_mask: torch.
     return _masked_mean(nll.view_as(target), answer_mask[:, 1:])
 
 
-def _log_tail(logp_k: torch.Tensor) -> torch.Tensor:
-    """log(1 - sum(exp(logp_k))): the mass outside the top-k, as one extra bucket."""
-    lse = torch.logsumexp(logp_k, dim=-1, keepdim=True).clamp(max=-1e-6)
-    return torch.log(-torch.expm1(lse))
+def _strided(x: torch.Tensor, stride: int, n: int, axes: tuple[int, ...]) -> torch.Tensor:
+    """Keep every ``stride``-th position on ``axes`` (as the teacher store did), first ``n`` of them."""
+    index = [slice(None)] * x.dim()
+    for a in axes:
+        index[a] = slice(None, None, stride)
+    x = x[tuple(index)]
+    for a in axes:
+        x = x.narrow(a, 0, n)
+    return x
 
 
-def topk_kd_loss(student_logits: torch.Tensor, topk_ids: torch.Tensor, topk_logprobs: torch.Tensor,
-                 answer_mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Forward KL(teacher || student) over the teacher's k tokens plus one tail bucket.
+def linear_cka(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Linear CKA of two [n, d] representations of the same n tokens (dims may differ).
 
-    Never builds a vocabulary-sized teacher tensor. At T=1 the tail bucket holds 1 - sum(top-k)
-    on both sides, so the loss is a true KL over a (k+1)-way partition of the vocabulary. At
-    T != 1 the tail cannot be tempered from stored log-probs, so both sides are renormalised
-    over the k tokens (teacher log-probs / T) and the loss is scaled by T^2.
+    ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F) with column-centred X, Y: 1 for identical
+    representations, invariant to orthogonal transforms and isotropic scaling of either side.
     """
-    t = temperature
-    s_logp = torch.log_softmax(student_logits[:, :-1].float() / t, dim=-1)
-    ids = topk_ids[:, :-1].long()
-    s_k = s_logp.gather(-1, ids)
-    t_k = topk_logprobs[:, :-1].float()
-    if t == 1.0:
-        teacher = torch.cat([t_k, _log_tail(t_k)], dim=-1)
-        student = torch.cat([s_k, _log_tail(s_k)], dim=-1)
-    else:
-        teacher = torch.log_softmax(t_k / t, dim=-1)
-        student = s_k - torch.logsumexp(s_k, dim=-1, keepdim=True)
-    kl = (teacher.exp() * (teacher - student)).sum(-1)
-    return _masked_mean(kl, answer_mask[:, 1:]) * (t * t)
+    x = x - x.mean(0, keepdim=True)
+    y = y - y.mean(0, keepdim=True)
+    cross = (y.T @ x).pow(2).sum()
+    norm = (x.T @ x).pow(2).sum().sqrt() * (y.T @ y).pow(2).sum().sqrt()
+    return cross / norm.clamp_min(1e-12)
 
 
-def hidden_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, projector: torch.nn.Module,
-                attention_mask: torch.Tensor, stride: int = 1) -> torch.Tensor:
-    """MSE between projected student states and the teacher's, at the stored (strided) positions."""
+def hidden_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, projector: torch.nn.Module | None,
+                attention_mask: torch.Tensor, stride: int = 1, kind: str = "mse") -> torch.Tensor:
+    """Alignment of one student block's states to one stored teacher block, at the stored positions.
+
+    mse: mean squared error of projector(student) vs teacher, per token averaged over dims;
+    cosine: 1 - cosine(projector(student), teacher) per token; cka: 1 - linear CKA over all
+    real tokens of the batch (no projector). Padding never counts.
+    """
     n = teacher_hidden.size(1)
-    s = student_hidden[:, ::stride][:, :n].float()
-    mask = attention_mask[:, ::stride][:, :n]
-    diff = projector(s) - teacher_hidden.float()
-    per_pos = (diff * diff).mean(-1)
+    s = _strided(student_hidden, stride, n, (1,)).float()
+    mask = _strided(attention_mask, stride, n, (1,)).bool()
+    t = teacher_hidden.float()
+    if kind == "cka":
+        return 1.0 - linear_cka(s[mask], t[mask])
+    p = projector(s) if projector is not None else s
+    if p.size(-1) != t.size(-1):
+        raise ValueError(f"hidden_loss '{kind}': student states have {p.size(-1)} dims, teacher {t.size(-1)}; "
+                         "give a projector (mse/cosine) or use cka")
+    if kind == "mse":
+        per_pos = (p - t).pow(2).mean(-1)
+    elif kind == "cosine":
+        per_pos = 1.0 - F.cosine_similarity(p, t, dim=-1, eps=1e-8)
+    else:
+        raise ValueError(f"unknown hidden loss '{kind}': choose mse | cosine | cka")
     return _masked_mean(per_pos, mask)
 
 
 def map_heads(student_attn: torch.Tensor, teacher_attn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bring both maps to one head count: average heads in groups (or all, if counts don't divide)."""
-    hs, ht = student_attn.size(1), teacher_attn.size(1)
-    if hs == ht:
-        return student_attn, teacher_attn
-    if ht % hs == 0:
-        b, _, q, k = teacher_attn.shape
-        return student_attn, teacher_attn.view(b, hs, ht // hs, q, k).mean(2)
-    if hs % ht == 0:
-        b, _, q, k = student_attn.shape
-        return student_attn.view(b, ht, hs // ht, q, k).mean(2), teacher_attn
-    return student_attn.mean(1, keepdim=True), teacher_attn.mean(1, keepdim=True)
+    """Bring both maps to one head count by averaging heads in equal groups."""
+    return head_map("grouped", [], student_attn.size(1), teacher_attn.size(1)).apply(student_attn, teacher_attn)
 
 
-def attention_loss(student_attn: torch.Tensor, teacher_attn: torch.Tensor,
-                   attention_mask: torch.Tensor, stride: int = 1) -> torch.Tensor:
-    """MSE of attention probabilities over the causal window of real tokens (strided)."""
+def _row_kl(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """KL(teacher row || student row) per query row, each renormalised over its masked keys."""
+    s = s * mask
+    t = t * mask
+    s = s / s.sum(-1, keepdim=True).clamp_min(1e-12)
+    t = t / t.sum(-1, keepdim=True).clamp_min(1e-12)
+    return (torch.xlogy(t, t) - torch.xlogy(t, s.clamp_min(1e-12))).sum(-1)
+
+
+def attention_loss(student_attn: torch.Tensor, teacher_attn: torch.Tensor, attention_mask: torch.Tensor,
+                   stride: int = 1, heads: HeadMap | None = None, kind: str = "mse") -> torch.Tensor:
+    """Alignment of attention maps over the causal window of real tokens (strided like the store).
+
+    mse: mean squared error of probabilities over valid (query, key) pairs; kl: KL on attention
+    rows, each row renormalised over its valid keys (strided maps drop keys), mean over real
+    query rows. Heads are first averaged into common groups (``heads``; grouped by default).
+    """
     n = teacher_attn.size(-1)
-    s = student_attn[:, :, ::stride, ::stride][:, :, :n, :n].float()
-    s, t = map_heads(s, teacher_attn.float())
-    real = attention_mask[:, ::stride][:, :n].bool()
+    s = _strided(student_attn, stride, n, (2, 3)).float()
+    heads = heads or head_map("grouped", [], s.size(1), teacher_attn.size(1))
+    s, t = heads.apply(s, teacher_attn.float())
+    real = _strided(attention_mask, stride, n, (1,)).bool()
     causal = torch.tril(torch.ones(n, n, dtype=torch.bool, device=s.device))
-    mask = real[:, None, :, None] & real[:, None, None, :] & causal
-    mask = mask.expand_as(s)
-    return _masked_mean((s - t) ** 2, mask)
+    mask = (real[:, None, :, None] & real[:, None, None, :] & causal).to(s.dtype)  # [B, 1, n, n], broadcast
+    groups = s.size(1)
+    if kind == "mse":
+        return ((s - t).pow(2) * mask).sum() / (mask.sum() * groups).clamp_min(1.0)
+    if kind == "kl":
+        rows = real[:, None, :].to(s.dtype)
+        return (_row_kl(s, t, mask) * rows).sum() / (rows.sum() * groups).clamp_min(1.0)
+    raise ValueError(f"unknown attention loss '{kind}': choose mse | kl")
 
 
-def combine(distill_type: str, parts: dict[str, torch.Tensor], weights) -> torch.Tensor:
+WEIGHT_OF = {"task": "alpha", "kd": "beta", "hidden": "gamma_hidden", "attention": "gamma_attention"}
+ALIGNMENT_PARTS = ("hidden", "attention")
+
+
+def balance_scales(parts: dict[str, torch.Tensor], policy: str) -> dict[str, torch.Tensor]:
+    """Per-part factors (no gradient) applied before the weights; kd_magnitude sizes each alignment
+    term like the KD term, so gamma means the same across distill types and loss kinds."""
+    scales = {k: torch.ones((), device=v.device) for k, v in parts.items()}
+    if policy == "kd_magnitude" and "kd" in parts:
+        kd = parts["kd"].detach().abs()
+        for k in ALIGNMENT_PARTS:
+            if k in parts:
+                scales[k] = kd / parts[k].detach().abs().clamp_min(1e-12)
+    return scales
+
+
+def weighted_parts(parts: dict[str, torch.Tensor], weights, policy: str = "none") -> dict[str, torch.Tensor]:
+    """Each part times its weight (and balancing scale): the summands of the total loss."""
+    scales = balance_scales(parts, policy)
+    return {k: getattr(weights, WEIGHT_OF[k]) * scales[k] * v for k, v in parts.items()}
+
+
+def combine(distill_type: str, parts: dict[str, torch.Tensor], weights, policy: str = "none") -> torch.Tensor:
     """L = alpha*task + beta*KD + gamma_hidden*hidden + gamma_attention*attention (as the type uses)."""
-    total = weights.alpha * parts["task"]
-    if "kd" in parts:
-        total = total + weights.beta * parts["kd"]
-    if "hidden" in parts:
-        total = total + weights.gamma_hidden * parts["hidden"]
-    if "attention" in parts:
-        total = total + weights.gamma_attention * parts["attention"]
-    return total
+    return sum(weighted_parts(parts, weights, policy).values())

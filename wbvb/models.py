@@ -37,7 +37,8 @@ def load_tokenizer(path: str):
 
 
 def load_model(path: str, need_attentions: bool = False, dtype=None):
-    """Load a causal LM; eager attention only where attention maps must be returned."""
+    """Load a causal LM. Students keep the fast attention kernel (capture.Capture switches only the
+    mapped blocks); ``need_attentions`` loads every block eager, for ``output_attentions``."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -50,16 +51,56 @@ def load_model(path: str, need_attentions: bool = False, dtype=None):
         raise ConfigError(f"cannot load a causal LM from '{path}': {exc}") from exc
 
 
+def real_vocab_size(tokenizer) -> int:
+    """Token ids the tokenizer can produce; embedding rows past it are padding (e.g. 152,064 rows
+    for a 151,936-token vocabulary) and their logits are dropped."""
+    return len(tokenizer)
+
+
+PROBE_TEXT = "The quick brown fox: 12 + 30 = 42.\nAnswer: positive"
+TEXT_ONLY_TYPES = ("sft", "seq_kd")  # need no shared vocabulary: the teacher is read as text, or not at all
+
+
+def tokenizer_mismatch(teacher_tok, student_tok) -> str:
+    """'' when both tokenize identically (same vocab map, same ids for a probe text), else why not."""
+    tv, sv = teacher_tok.get_vocab(), student_tok.get_vocab()
+    if tv != sv:
+        only_t, only_s = len(tv.keys() - sv.keys()), len(sv.keys() - tv.keys())
+        moved = sum(1 for k in tv.keys() & sv.keys() if tv[k] != sv[k])
+        return (f"vocabularies differ ({len(tv)} vs {len(sv)} tokens; {only_t} only in the teacher's, "
+                f"{only_s} only in the student's, {moved} shared tokens with different ids)")
+    t_ids, s_ids = teacher_tok(PROBE_TEXT)["input_ids"], student_tok(PROBE_TEXT)["input_ids"]
+    if t_ids != s_ids:
+        return f"the probe text {PROBE_TEXT!r} tokenizes differently ({t_ids} vs {s_ids})"
+    return ""
+
+
 def check_tokenizers(teacher_tok, student_tok, teacher_name: str, student_name: str, distill_types) -> None:
-    """Token-level KD and alignment need one vocabulary; refuse clearly otherwise."""
-    needs_teacher = [t for t in distill_types if SIGNALS_BY_TYPE[t]]
+    """Token-level KD and hidden/attention alignment need one vocabulary and one tokenization."""
+    needs_teacher = [t for t in distill_types if SIGNALS_BY_TYPE.get(t)]
     if not needs_teacher:
         return
-    probe = "The quick brown fox: 12 + 30 = 42.\nAnswer: positive"
-    same = teacher_tok.get_vocab() == student_tok.get_vocab() and (
-        teacher_tok(probe)["input_ids"] == student_tok(probe)["input_ids"])
-    if not same:
+    why = tokenizer_mismatch(teacher_tok, student_tok)
+    if why:
         raise ConfigError(
-            f"teacher '{teacher_name}' and student '{student_name}' do not share a tokenizer, so "
-            f"{', '.join(needs_teacher)} (token-level KD / alignment) cannot be computed. "
-            "Use a student of the teacher's family, or run only: sft")
+            f"teacher '{teacher_name}' and student '{student_name}' do not share a tokenizer: {why}. "
+            f"Token-level KD and hidden/attention alignment compare them position by position, so "
+            f"{', '.join(needs_teacher)} cannot run. Distill types that remain possible with these models: "
+            f"{', '.join(TEXT_ONLY_TYPES)} (text-level; set sweep.distill_types to those the config offers), "
+            "or pick a student of the teacher's family")
+
+
+def num_blocks(path: str) -> int:
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(path).num_hidden_layers
+    except OSError as exc:
+        raise ConfigError(f"cannot read the model config of '{path}': {exc}") from exc
+
+
+def check_alignment_layers(cfg, teacher_path: str, student_path: str) -> None:
+    """Before any teacher data is made: the blocks the alignment maps must be ones the store keeps."""
+    from wbvb.mapping import check_stored_layers
+
+    check_stored_layers(cfg, num_blocks(student_path), num_blocks(teacher_path))

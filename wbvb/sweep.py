@@ -40,8 +40,7 @@ def run_trial(config: dict, cfg_dict: dict, data_dir: str, student_path: str) ->
     torch.set_num_threads(max(1, int(trial_resources(cfg, distill_type)["CPU"])))
     manifest = read_manifest(Path(data_dir))
     tok = load_tokenizer(student_path)
-    dims = TeacherDims(hidden_size=manifest["columns"]["hidden"]["dim"],
-                       hidden_stride=manifest["strides"]["hidden"], attention_stride=manifest["strides"]["attention"])
+    dims = TeacherDims.from_manifest(manifest)
     name = trial_name(distill_type, seed)
     trainer = Trainer(cfg, distill_type, seed, student_path, tok, dims,
                       tb_dir=str(cfg.run_dir / "tensorboard" / name))
@@ -221,7 +220,8 @@ def run_sweep(cfg, resume: bool = False) -> dict:
         tuner = tune.Tuner(
             trainable,
             param_space={"distill_type": tune.grid_search(cfg.sweep.distill_types),
-                         "seed": tune.grid_search(cfg.sweep.seeds)},
+                         "seed": tune.grid_search(cfg.sweep.seeds),
+                         "loss_balancing": cfg.loss.balancing},  # recorded per trial (config/loss_balancing)
             tune_config=tune.TuneConfig(
                 max_concurrent_trials=max_concurrent,
                 # reuse needs equal resources for every trial, and DeepSpeed wants a fresh process

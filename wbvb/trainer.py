@@ -22,8 +22,10 @@ import torch
 from torch import nn
 
 from wbvb import losses
-from wbvb.config import SIGNALS_BY_TYPE
+from wbvb.capture import Capture
+from wbvb.config import SIGNALS_BY_TYPE, ConfigError
 from wbvb.evaluate import evaluate
+from wbvb.mapping import head_map, layer_pairs, missing_layers, stored_index
 
 
 class BatchSource(Protocol):
@@ -36,6 +38,9 @@ class NonFiniteLossError(RuntimeError):
     pass
 
 
+PROJECTORS_FILE = "hidden_projectors.pt"  # beside the saved student: {student block: Linear state}
+
+
 @dataclass
 class TeacherDims:
     """What the student must align to (from the teacher data manifest)."""
@@ -43,19 +48,37 @@ class TeacherDims:
     hidden_size: int = 0
     hidden_stride: int = 1
     attention_stride: int = 1
+    hidden_layers: tuple[int, ...] = ()  # stored teacher blocks, in the order of the batch's layer axis
+    attention_layers: tuple[int, ...] = ()
+    num_layers: int = 0  # the teacher's decoder blocks
+    heads: int = 0  # the teacher's attention heads
+
+    @classmethod
+    def from_manifest(cls, manifest: dict) -> "TeacherDims":
+        cols = manifest["columns"]
+        return cls(hidden_size=cols["hidden"]["dim"], hidden_stride=manifest["strides"]["hidden"],
+                   attention_stride=manifest["strides"]["attention"],
+                   hidden_layers=tuple(cols["hidden"]["layers"]), attention_layers=tuple(cols["attention"]["layers"]),
+                   num_layers=manifest["teacher_num_layers"], heads=cols["attention"]["heads"])
 
 
 class StudentBundle(nn.Module):
-    """The student plus its hidden-state projector, trained (and checkpointed) as one module."""
+    """The student plus its hidden-state projectors (one per mapped student block), trained and
+    checkpointed as one module; ``capture`` (when set) collects what the alignment losses read."""
 
-    def __init__(self, student: nn.Module, projector: Optional[nn.Module]):
+    def __init__(self, student: nn.Module, projectors: Optional[nn.ModuleDict], capture: Optional[Capture] = None):
         super().__init__()
         self.student = student
-        self.projector = projector
+        self.projectors = projectors
+        self.capture = capture
 
-    def forward(self, input_ids, attention_mask, want_hidden: bool = False, want_attn: bool = False):
-        return self.student(input_ids=input_ids, attention_mask=attention_mask,
-                            output_hidden_states=want_hidden, output_attentions=want_attn)
+    def forward(self, input_ids, attention_mask):
+        """(logits, hidden states by student block, attention probabilities by student block)."""
+        if self.capture is None:
+            return self.student(input_ids=input_ids, attention_mask=attention_mask).logits, {}, {}
+        with self.capture:
+            logits = self.student(input_ids=input_ids, attention_mask=attention_mask).logits
+        return logits, dict(self.capture.hidden), dict(self.capture.attentions)
 
 
 def seed_everything(seed: int) -> None:
@@ -124,7 +147,7 @@ class Trainer:
     def __init__(self, cfg, distill_type: str, seed: int, model_path: str, tokenizer,
                  teacher: TeacherDims | None = None, tb_dir: Optional[str] = None, lr: Optional[float] = None,
                  epochs: Optional[int] = None):
-        from wbvb.models import load_model
+        from wbvb.models import load_model, real_vocab_size
 
         self.cfg, self.tr, self.weights = cfg, cfg.training, cfg.loss
         self.distill_type, self.seed = distill_type, seed
@@ -135,11 +158,23 @@ class Trainer:
         self.epochs = epochs if epochs is not None else self.tr.epochs
         self.device = pick_device(self.tr.device)
         seed_everything(seed)
-        student = load_model(model_path, need_attentions="attention" in self.signals)
-        projector = None
-        if "hidden" in self.signals:
-            projector = nn.Linear(student.config.hidden_size, self.teacher.hidden_size)
-        self.bundle = StudentBundle(student, projector).to(self.device)
+        student = load_model(model_path)
+        self.vocab = real_vocab_size(tokenizer)
+        self.hidden_pairs = self._pairs("hidden", student.config.num_hidden_layers)
+        self.attention_pairs = self._pairs("attention", student.config.num_hidden_layers)
+        self.head_map = None
+        if self.attention_pairs:
+            al = cfg.alignment
+            self.head_map = head_map(al.head_map, al.head_groups, student.config.num_attention_heads,
+                                     self.teacher.heads)
+        projectors = None
+        if self.hidden_pairs and self.weights.hidden_loss != "cka":
+            projectors = nn.ModuleDict({str(s): nn.Linear(student.config.hidden_size, self.teacher.hidden_size)
+                                        for s, _ in self.hidden_pairs})
+        capture = None
+        if self.hidden_pairs or self.attention_pairs:  # black-box and sft trials capture nothing
+            capture = Capture(student, [s for s, _ in self.hidden_pairs], [s for s, _ in self.attention_pairs])
+        self.bundle = StudentBundle(student, projectors, capture).to(self.device)
         self.writer = None
         if tb_dir:
             from torch.utils.tensorboard import SummaryWriter
@@ -153,6 +188,22 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
 
     # ---- setup ---------------------------------------------------------------------------
+    def _pairs(self, kind: str, student_layers: int) -> list[tuple[int, int]]:
+        """(student block, index on the batch's layer axis) for one alignment signal, or []."""
+        if kind not in self.signals:
+            return []
+        al, stored = self.cfg.alignment, list(getattr(self.teacher, f"{kind}_layers"))
+        if not self.teacher.num_layers or not stored:
+            raise ConfigError(f"{self.distill_type} aligns {kind} states but the teacher data names no stored "
+                              f"{kind} layers or teacher depth; regenerate it (python -m wbvb.teacher)")
+        pairs = layer_pairs(getattr(al, f"{kind}_map"), getattr(al, f"{kind}_pairs"), student_layers,
+                            self.teacher.num_layers, f"alignment.{kind}")
+        missing = missing_layers(pairs, stored)
+        if missing:
+            raise ConfigError(f"alignment.{kind}: teacher blocks {missing} are mapped but teacher_data.{kind}_layers "
+                              f"stores only {stored}; add them to teacher_data.{kind}_layers")
+        return [(s, stored_index(t, stored)) for s, t in pairs]
+
     def _setup_optimisation(self, steps_per_epoch: int) -> None:
         total = max(1, steps_per_epoch * self.epochs)
         warmup = int(self.tr.warmup_ratio * total)
@@ -191,19 +242,26 @@ class Trainer:
         dev = self.device
         ids, mask, ans = (batch[k].to(dev) for k in ("input_ids", "attention_mask", "answer_mask"))
         model = self.engine or self.bundle
-        out = model(ids, mask, want_hidden="hidden" in self.signals, want_attn="attention" in self.signals)
-        parts = {"task": losses.task_loss(out.logits, ids, ans)}
-        if "topk" in self.signals and self.weights.beta > 0:
-            parts["kd"] = losses.topk_kd_loss(out.logits, batch["topk_ids"].to(dev), batch["topk_logprobs"].to(dev),
-                                              ans, self.weights.temperature)
-        # Student last block <-> the deepest stored teacher layer (layer mapping: issue 8).
-        if "hidden" in self.signals:
-            parts["hidden"] = losses.hidden_loss(out.hidden_states[-1], batch["hidden"][:, -1].to(dev),
-                                                 self.bundle.projector, mask, self.teacher.hidden_stride)
-        if "attention" in self.signals:
-            parts["attention"] = losses.attention_loss(out.attentions[-1], batch["attention"][:, -1].to(dev), mask,
-                                                       self.teacher.attention_stride)
-        return losses.combine(self.distill_type, parts, self.weights), parts
+        w = self.weights
+        logits, hidden, attn = model(ids, mask)
+        parts = {"task": losses.task_loss(logits[..., :self.vocab], ids, ans)}
+        if "topk" in self.signals and w.beta > 0:
+            parts["kd"] = losses.topk_kd_loss(logits, batch["topk_ids"].to(dev), batch["topk_logprobs"].to(dev), ans,
+                                              w.temperature, w.kd_divergence, w.jsd_beta, w.kd_tail_bucket,
+                                              self.vocab, w.kd_chunk_positions)
+        if self.hidden_pairs:
+            teacher_hidden = batch["hidden"].to(dev)
+            projectors = self.bundle.projectors
+            parts["hidden"] = torch.stack([
+                losses.hidden_loss(hidden[s], teacher_hidden[:, j], projectors[str(s)] if projectors else None, mask,
+                                   self.teacher.hidden_stride, w.hidden_loss) for s, j in self.hidden_pairs]).mean()
+        if self.attention_pairs:
+            teacher_attn = batch["attention"].to(dev)
+            parts["attention"] = torch.stack([
+                losses.attention_loss(attn[s], teacher_attn[:, j], mask, self.teacher.attention_stride,
+                                      self.head_map, w.attention_loss) for s, j in self.attention_pairs]).mean()
+        weighted = losses.weighted_parts(parts, w, w.balancing)
+        return sum(weighted.values()), {**parts, **{f"{k}_weighted": v for k, v in weighted.items()}}
 
     def _forward_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The forward pass under autocast (bf16/fp16 on CUDA); the losses themselves are fp32."""
@@ -299,6 +357,8 @@ class Trainer:
     def save_pretrained(self, path: Path) -> None:
         with self.full_weights():
             self.bundle.student.save_pretrained(path)
+            if self.bundle.projectors is not None:  # trained with the student: kept with it
+                torch.save(self.bundle.projectors.state_dict(), path / PROJECTORS_FILE)
         self.tokenizer.save_pretrained(path)
 
     # ---- the run ---------------------------------------------------------------------------
@@ -374,6 +434,10 @@ class Trainer:
                 "kd_loss": mean.get("kd", 0.0),
                 "align_hidden_loss": mean.get("hidden", 0.0),
                 "align_attn_loss": mean.get("attention", 0.0),
+                "task_loss_weighted": mean.get("task_weighted", float("nan")),
+                "kd_loss_weighted": mean.get("kd_weighted", 0.0),
+                "align_hidden_loss_weighted": mean.get("hidden_weighted", 0.0),
+                "align_attn_loss_weighted": mean.get("attention_weighted", 0.0),
                 "tokens_per_s": tokens / max(elapsed, 1e-9),
                 "skipped_steps": skipped,
                 "steps": self.global_step}
@@ -384,8 +448,9 @@ class Trainer:
         n = group["n"]
         self.writer.add_scalar("train/loss", group["train_loss"] / n, self.global_step)
         for k, v in group.items():
-            if k not in ("n", "train_loss"):
-                self.writer.add_scalar(f"train/{k}_loss", v / n, self.global_step)
+            if k not in ("n", "train_loss"):  # kd -> train/kd_loss, kd_weighted -> train/kd_loss_weighted
+                name = k.removesuffix("_weighted") + "_loss" + ("_weighted" if k.endswith("_weighted") else "")
+                self.writer.add_scalar(f"train/{name}", v / n, self.global_step)
         self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.global_step)
         self.writer.add_scalar("train/grad_norm", grad_norm, self.global_step)
 

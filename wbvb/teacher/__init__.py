@@ -15,7 +15,7 @@ class PreparedTeacher:
 
 def prepare(cfg, force: bool = False, verify_rows: int | None = None) -> PreparedTeacher:
     """Presets, teacher fine-tune, teacher data, verification: everything a sweep reads."""
-    from wbvb.models import check_tokenizers, load_tokenizer, resolve_model_paths
+    from wbvb.models import check_alignment_layers, check_tokenizers, load_tokenizer, resolve_model_paths
     from wbvb.teacher.finetune import finetuned_teacher
     from wbvb.teacher.generate import generate
     from wbvb.teacher.schema import read_manifest
@@ -25,6 +25,7 @@ def prepare(cfg, force: bool = False, verify_rows: int | None = None) -> Prepare
     tok = load_tokenizer(paths["teacher"])
     check_tokenizers(tok, load_tokenizer(paths["student"]), cfg.models.teacher, cfg.models.student,
                      cfg.sweep.distill_types)
+    check_alignment_layers(cfg, paths["teacher"], paths["student"])
     teacher_path = finetuned_teacher(cfg, paths["teacher"], tok)
     data_dir = generate(cfg, teacher_path, tok, force=force)
     verify(data_dir, cfg.teacher_data.verify_rows if verify_rows is None else verify_rows)

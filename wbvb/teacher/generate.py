@@ -89,7 +89,8 @@ def _teacher_rows(model, tokenizer, encoded: list[dict], cfg, dtype: str, id_dty
     b = collate(encoded, tokenizer.pad_token_id)
     out = model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device),
                 output_hidden_states=True, output_attentions=True)
-    logp = torch.log_softmax(out.logits.float(), dim=-1)
+    # embedding rows padded past the tokenizer (e.g. 152,064 for 151,936 tokens) are not vocabulary
+    logp = torch.log_softmax(out.logits[..., :len(tokenizer)].float(), dim=-1)
     vals, ids = logp.topk(td.top_k, dim=-1)
     # hidden_states[0] is the embedding output; block i's output is hidden_states[i + 1]
     hidden = torch.stack([out.hidden_states[i + 1] for i in hidden_layers], 1).float().cpu()

@@ -1,0 +1,122 @@
+"""Layer and head mappings between a student and a teacher of different depth and width.
+
+A layer mapping is a list of (student block, teacher block) pairs with non-negative indices.
+A head mapping is a pair of averaging matrices (groups x student heads, groups x teacher heads):
+both attention maps are reduced to the same groups before they are compared, which covers
+"teacher heads averaged per student head", the reverse, and any explicit grouping.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from wbvb.config import SIGNALS_BY_TYPE, ConfigError
+
+
+def _resolve(index: int, num_layers: int, what: str) -> int:
+    j = index + num_layers if index < 0 else index
+    if not 0 <= j < num_layers:
+        raise ConfigError(f"{what}: block {index} does not exist in a {num_layers}-block model")
+    return j
+
+
+def layer_pairs(mode: str, pairs: list[list[int]], student_layers: int, teacher_layers: int,
+                what: str = "alignment") -> list[tuple[int, int]]:
+    """(student block, teacher block) pairs for ``last``, ``uniform`` or ``explicit`` mappings.
+
+    uniform: student block i <-> teacher block round((i+1) * L_t / L_s) - 1, so the last blocks
+    meet and the others spread evenly over the teacher's depth.
+    """
+    if mode == "last":
+        return [(student_layers - 1, teacher_layers - 1)]
+    if mode == "uniform":
+        # floor(x + 0.5): Python's round() rounds halves to even, which would skew the spacing
+        return [(i, int((i + 1) * teacher_layers / student_layers + 0.5) - 1) for i in range(student_layers)]
+    if mode == "explicit":
+        out = [(_resolve(s, student_layers, f"{what}_pairs (student)"),
+                _resolve(t, teacher_layers, f"{what}_pairs (teacher)")) for s, t in pairs]
+        if len({s for s, _ in out}) != len(out):
+            raise ConfigError(f"{what}_pairs: each student block may appear once, got {pairs}")
+        return out
+    raise ConfigError(f"{what}_map '{mode}': choose last | uniform | explicit")
+
+
+def stored_index(teacher_block: int, stored: list[int]) -> int:
+    """Position of a teacher block on the batch's layer axis (the store keeps sorted blocks)."""
+    return stored.index(teacher_block)
+
+
+def missing_layers(pairs: list[tuple[int, int]], stored: list[int]) -> list[int]:
+    return sorted({t for _, t in pairs if t not in stored})
+
+
+@dataclass
+class HeadMap:
+    """Averaging matrices that bring student and teacher heads to the same groups."""
+
+    student: torch.Tensor  # [groups, student heads]
+    teacher: torch.Tensor  # [groups, teacher heads]
+
+    def apply(self, student_attn: torch.Tensor, teacher_attn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _average(self.student, student_attn), _average(self.teacher, teacher_attn)
+
+
+def _average(groups: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+    if groups.size(0) == groups.size(1) and torch.equal(groups, torch.eye(groups.size(0))):
+        return attn  # one head per group: nothing to average
+    return torch.einsum("gh,bhqk->bgqk", groups.to(attn), attn)
+
+
+def _group_matrix(groups: list[list[int]], heads: int) -> torch.Tensor:
+    m = torch.zeros(len(groups), heads)
+    for g, members in enumerate(groups):
+        m[g, members] = 1.0 / len(members)
+    return m
+
+
+def head_map(mode: str, groups: list[list[int]], student_heads: int, teacher_heads: int) -> HeadMap:
+    """grouped: average the larger side's heads in equal consecutive groups; explicit: groups[h] are
+    the teacher heads averaged for student head h. Query heads count (GQA shares keys, not maps)."""
+    if mode == "explicit":
+        if len(groups) != student_heads:
+            raise ConfigError(f"alignment.head_groups has {len(groups)} groups but the student has {student_heads} "
+                              "attention heads; give one list of teacher heads per student head")
+        bad = [h for g in groups for h in g if not 0 <= h < teacher_heads]
+        if bad:
+            raise ConfigError(f"alignment.head_groups: teacher head {bad[0]} does not exist "
+                              f"(the teacher has {teacher_heads} heads)")
+        return HeadMap(torch.eye(student_heads), _group_matrix(groups, teacher_heads))
+    if teacher_heads % student_heads == 0:
+        g = teacher_heads // student_heads
+        return HeadMap(torch.eye(student_heads),
+                       _group_matrix([list(range(h * g, (h + 1) * g)) for h in range(student_heads)], teacher_heads))
+    if student_heads % teacher_heads == 0:
+        g = student_heads // teacher_heads
+        return HeadMap(_group_matrix([list(range(h * g, (h + 1) * g)) for h in range(teacher_heads)], student_heads),
+                       torch.eye(teacher_heads))
+    raise ConfigError(f"alignment.head_map=grouped needs one head count to divide the other (student "
+                      f"{student_heads}, teacher {teacher_heads}); set alignment.head_map=explicit with head_groups")
+
+
+def check_stored_layers(cfg, student_layers: int, teacher_layers: int) -> None:
+    """At sweep start: every mapped teacher block must be among the blocks the store keeps."""
+    from wbvb.teacher.generate import resolve_layers
+
+    al, td = cfg.alignment, cfg.teacher_data
+    signals = {s for t in cfg.sweep.distill_types for s in SIGNALS_BY_TYPE[t]}
+    for kind, key in (("hidden", "hidden_layers"), ("attention", "attention_layers")):
+        if kind not in signals:
+            continue
+        pairs = layer_pairs(getattr(al, f"{kind}_map"), getattr(al, f"{kind}_pairs"), student_layers,
+                            teacher_layers, f"alignment.{kind}")
+        try:
+            stored = resolve_layers(getattr(td, key), teacher_layers, key)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+        missing = missing_layers(pairs, stored)
+        if missing:
+            needed = sorted({t for _, t in pairs})
+            raise ConfigError(
+                f"alignment.{kind}_map={getattr(al, f'{kind}_map')} maps student blocks to teacher blocks {needed}, "
+                f"but teacher_data.{key} stores only {stored} (missing {missing}); set teacher_data.{key}={needed}")
