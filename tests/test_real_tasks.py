@@ -211,3 +211,18 @@ def test_real_files_counts_and_no_example_in_both_splits():
         assert not {e.prompt for e in train} & {e.prompt for e in ev}, name
     sample = load_examples(TaskConfig(name="mmlu", source="local", n_train=1000, seed=0), "train")
     assert len(sample) == 1000 and len({e.id for e in sample}) == 1000
+
+
+def test_preset_tokenizer_trained_on_the_configured_tasks(tmp_path):
+    from wbvb.config import PresetConfig
+    from wbvb.models import load_tokenizer
+    from wbvb.presets import ensure_preset
+
+    d = _sst2(tmp_path / "sst2", [(f"the zyxwvut film number {i}", i % 2) for i in range(40)], [("ok", 1)])
+    tasks = [TaskConfig(name="sst2", source="local", path=str(d), n_train=0)]
+    preset = PresetConfig(vocab_size=320, teacher_layers=1, teacher_hidden=16, teacher_heads=2,
+                          student_layers=1, student_hidden=16, student_heads=2, corpus="tasks")
+    tok = load_tokenizer(str(ensure_preset(preset, tmp_path / "cache", tasks)["tokenizer"]))
+    assert len(tok(" zyxwvut", add_special_tokens=False)["input_ids"]) == 1  # a word only this corpus has
+    with pytest.raises(ValueError, match="no tasks were given"):
+        ensure_preset(preset, tmp_path / "cache")

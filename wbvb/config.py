@@ -45,6 +45,7 @@ class PresetConfig:
     student_hidden: int = 64
     student_heads: int = 2
     max_position_embeddings: int = 256
+    corpus: str = "quickstart"  # tokenizer training text: quickstart (generated tasks) | tasks (the config's train text)
 
 
 @dataclass
@@ -336,6 +337,8 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
                               "pass --deepspeed-config sweeps/ds_config_zero3.json")
         if not Path(tr.deepspeed_config).expanduser().is_file():
             raise ConfigError(f"training.deepspeed_config: no such file '{tr.deepspeed_config}'")
+    if cfg.models.preset.corpus not in ("quickstart", "tasks"):
+        raise ConfigError(f"models.preset.corpus '{cfg.models.preset.corpus}': choose quickstart or tasks")
     _validate_loss(cfg.loss)
     _validate_alignment(cfg.alignment)
     sw = cfg.sweep
