@@ -67,18 +67,25 @@ def records(t, split: str) -> list[tuple[dict, str]]:
     return out
 
 
-def _exemplars(t, k: int):
-    """k-shot exemplars for a record: the first k rows of the shot split (MMLU: of the same subject)."""
-    if k == 0:
-        return lambda rec: []
+def _shot_key(fam: Family, rec: dict) -> str:
+    return rec["subject"] if fam.name == "mmlu" else ""
+
+
+def _shot_pools(t, k: int) -> dict[str, list[dict]]:
+    """k-shot exemplars: the first k rows of the shot split (MMLU: per subject, as the release does)."""
     fam = family_of(t)
-    shots = [r for r, _ in records(t, fam.shot_split)]
-    if fam.name == "mmlu":
-        by_subject: dict[str, list] = {}
-        for r in shots:
-            by_subject.setdefault(r["subject"], []).append(r)
-        return lambda rec: by_subject.get(rec["subject"], [])[:k]
-    return lambda rec: shots[:k]
+    pools: dict[str, list[dict]] = {}
+    for rec, _ in records(t, fam.shot_split) if k else []:
+        pool = pools.setdefault(_shot_key(fam, rec), [])
+        if len(pool) < k:
+            pool.append(rec)
+    return pools
+
+
+def _exemplars(t, k: int):
+    """record -> its k-shot exemplars (none when k is 0)."""
+    fam, pools = family_of(t), _shot_pools(t, k)
+    return lambda rec: pools.get(_shot_key(fam, rec), [])
 
 
 def _example(t, fam: Family, rec: dict, origin: str, role: str, split: str, idx: int, shots: list) -> Example:
@@ -97,9 +104,8 @@ def load_real(t, role: str) -> list[Example]:
     if role == "train":  # drop rows whose question is in the eval split or used as an exemplar
         held_out = {fam.body(r) for r, _ in records(t, eval_split)}
         if fam.shot_split == train_split:
-            for k, rows in ((t.train_shots, pool), (t.eval_shots, [(0, ro) for ro in records(t, eval_split)])):
-                shots_of = _exemplars(t, k)
-                held_out |= {fam.body(s) for _, (r, _) in rows[:1] if k for s in shots_of(r)}
+            shots = _shot_pools(t, max(t.train_shots, t.eval_shots))
+            held_out |= {fam.body(s) for exemplars in shots.values() for s in exemplars}
         pool = [(i, ro) for i, ro in pool if fam.body(ro[0]) not in held_out]
     n = t.n_train if role == "train" else t.n_eval
     if n > len(pool):
