@@ -1,0 +1,151 @@
+"""PNG figures a reader can take in without a legend hunt: every panel says what, in which unit, over what.
+
+Matplotlib runs on the Agg backend (no display needed: sweeps run on headless machines).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from wbvb.analysis.results import distill_rank  # noqa: E402
+from wbvb.analysis.stats import metric_columns, t_interval  # noqa: E402
+
+ACC_UNIT = "validation accuracy (fraction correct)"
+COLORS = {"sft": "#7f7f7f", "seq_kd": "#8c564b", "black_box": "#1f77b4", "hidden_state": "#2ca02c",
+          "attention": "#d62728", "combined": "#9467bd"}
+PART_LABELS = {"train/loss": "total (weighted sum)", "train/task_loss": "task CE", "train/kd_loss": "top-k KD",
+               "train/hidden_loss": "hidden alignment", "train/attention_loss": "attention alignment"}
+
+
+def _arms(df: pd.DataFrame) -> list[tuple[str, str, str]]:
+    """(run id, distill type, label) per plotted group; the run is named only when there are several."""
+    many = df["run_id"].nunique() > 1
+    keys = df[["run_id", "distill_type"]].drop_duplicates()
+    keys = sorted(keys.itertuples(index=False), key=lambda k: (k.run_id, distill_rank(k.distill_type)))
+    return [(k.run_id, k.distill_type, f"{k.distill_type}\n[{k.run_id}]" if many else k.distill_type) for k in keys]
+
+
+def _grid(n: int, width: float = 4.6, height: float = 3.8):
+    cols = min(n, 3)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])
+
+
+def accuracy_by_type(selected: pd.DataFrame, teacher_accuracy: dict, epoch_label: str, path: Path) -> Path:
+    """Per task: each seed as a dot, mean as a bar-free marker with its 95% CI; teacher and sft lines."""
+    tasks = metric_columns(selected)
+    arms = _arms(selected)
+    fig, axes = _grid(len(tasks))
+    rng = np.random.default_rng(0)
+    for ax, (task, col) in zip(axes, tasks):
+        for x, (run_id, dt, _) in enumerate(arms):
+            vals = selected[(selected.run_id == run_id) & (selected.distill_type == dt)][col].dropna().to_numpy(float)
+            if not len(vals):
+                continue
+            color = COLORS.get(dt, "#333333")
+            ax.scatter(x + rng.uniform(-0.12, 0.12, len(vals)), vals, s=14, color=color, alpha=0.45, zorder=2)
+            lo, hi = t_interval(vals)
+            mean = vals.mean()
+            yerr = None if np.isnan(lo) else [[mean - lo], [hi - mean]]
+            ax.errorbar(x + 0.25, mean, yerr=yerr, fmt="D", color=color, ms=6, capsize=5, lw=1.8, zorder=3)
+        sft = selected[selected.distill_type == "sft"][col].dropna()
+        if len(sft):
+            ax.axhline(sft.mean(), color=COLORS["sft"], ls=":", lw=1.3)
+            ax.annotate(f"sft mean {sft.mean():.3f}", (1.0, sft.mean()), xycoords=("axes fraction", "data"),
+                        xytext=(-3, 3), textcoords="offset points", ha="right", fontsize=8, color=COLORS["sft"])
+        if task in (teacher_accuracy or {}):
+            t = teacher_accuracy[task]
+            ax.axhline(t, color="black", ls="--", lw=1.2)
+            ax.annotate(f"teacher {t:.3f}", (0.0, t), xycoords=("axes fraction", "data"), xytext=(3, 3),
+                        textcoords="offset points", fontsize=8)
+        ax.set_xticks(range(len(arms)), [a[2] for a in arms], rotation=30, ha="right", fontsize=8)
+        ax.set_xlim(-0.5, len(arms) - 0.3)
+        ax.set_title(task if task != "all" else "all tasks (example-weighted val_acc)", fontsize=10)
+        ax.set_ylabel(ACC_UNIT, fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    n = selected.groupby(["run_id", "distill_type"]).size()
+    n_text = f"n = {n.min()}" if n.min() == n.max() else f"n = {n.min()}–{n.max()}"
+    fig.suptitle(f"Accuracy at the {epoch_label} epoch by distill type — dots: one per seed; diamond: mean "
+                 f"with 95% t-CI ({n_text} seeds per type)\ndashed: teacher; dotted: sft mean", fontsize=10)
+    return _save(fig, path)
+
+
+def learning_curves(df: pd.DataFrame, path: Path) -> Path:
+    """Per task: validation accuracy per epoch, mean over seeds with a 95% t-CI band."""
+    tasks = metric_columns(df)
+    arms = _arms(df)
+    fig, axes = _grid(len(tasks))
+    for ax, (task, col) in zip(axes, tasks):
+        for run_id, dt, label in arms:
+            g = df[(df.run_id == run_id) & (df.distill_type == dt)]
+            by_epoch = g.groupby("epoch")[col].apply(lambda s: s.dropna().to_numpy(float))
+            epochs = by_epoch.index.to_numpy()
+            mean = np.array([v.mean() if len(v) else np.nan for v in by_epoch])
+            ci = np.array([t_interval(v) for v in by_epoch])
+            color = COLORS.get(dt, None)
+            ax.plot(epochs, mean, marker="o", ms=3, color=color, label=label.replace("\n", " "))
+            if np.isfinite(ci).any():
+                ax.fill_between(epochs, ci[:, 0], ci[:, 1], color=color, alpha=0.15, lw=0)
+        ax.set_title(task if task != "all" else "all tasks (example-weighted val_acc)", fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ACC_UNIT, fontsize=8)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7, title="distill type", title_fontsize=7)
+    fig.suptitle("Learning curves: validation accuracy per epoch, mean over seeds with 95% t-CI band", fontsize=10)
+    return _save(fig, path)
+
+
+def read_scalars(event_dir: Path) -> dict[str, pd.Series]:
+    """Scalar tag -> Series(value, index=step) from a TensorBoard event folder."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(event_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: pd.Series([e.value for e in acc.Scalars(tag)], index=[e.step for e in acc.Scalars(tag)])
+            for tag in acc.Tags().get("scalars", [])}
+
+
+def loss_components(trials: dict[str, Path], run_id: str, path: Path) -> Path | None:
+    """One panel per distill type (one trial each): the loss and its unweighted parts per optimizer step."""
+    series = {}
+    for dt, folder in trials.items():
+        s = {tag: v for tag, v in read_scalars(folder).items() if tag in PART_LABELS}
+        if s:
+            series[dt] = (folder.name, s)
+    if not series:
+        return None
+    fig, axes = _grid(len(series), height=3.4)
+    for ax, (dt, (trial, s)) in zip(axes, series.items()):
+        for tag, label in PART_LABELS.items():
+            if tag in s:
+                v = s[tag].sort_index()
+                ax.plot(v.index, v.to_numpy(), lw=1.4 if tag == "train/loss" else 1.0,
+                        ls="-" if tag == "train/loss" else "--", label=label)
+        positive = all((v > 0).all() for v in s.values())
+        if positive:
+            ax.set_yscale("log")
+        ax.set_title(f"{dt} ({trial})", fontsize=10)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("loss value" + (" (log scale)" if positive else ""), fontsize=8)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Training loss and its components per step, one trial per distill type (run {run_id})\n"
+                 "components are unweighted; the total is α·task + β·KD + γ₁·hidden + γ₂·attention", fontsize=10)
+    return _save(fig, path)
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
