@@ -57,3 +57,16 @@ def known_effect_run(run: Path, effect=("hidden_state", "arithmetic", 0.03), see
                      + (effect[2] if (dt, t) == effect[:2] else 0.0) for t in TASKS}
             write_trial(run, dt, s, [{t: a - 0.05 * (epochs - e) for t, a in final.items()} for e in range(1, epochs + 1)])
     return run
+
+
+def write_events(run: Path, trial: str, parts: list[str], steps: int = 20) -> None:
+    """TensorBoard scalars as the trainer logs them: train/loss and train/<part>_loss per step."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    w = SummaryWriter(str(run / "tensorboard" / trial))
+    for step in range(steps):
+        w.add_scalar("train/loss", 3.0 / (1 + step), step)
+        w.add_scalar("train/lr", 0.005, step)
+        for i, p in enumerate(parts):
+            w.add_scalar(f"train/{p}_loss", (2.0 - 0.3 * i) / (1 + step), step)
+    w.close()

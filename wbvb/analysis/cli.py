@@ -79,6 +79,8 @@ def analyze(run_dir, expected_trials: int | None = None, quiet: bool = False, ep
     epoch_label = epoch if epoch in ("final", "best") else f"#{epoch}"
     figures = [plots.accuracy_by_type(selected, teacher_acc, epoch_label, out / "accuracy_by_type.png"),
                plots.learning_curves(df, out / "learning_curves.png")]
+    diff_png = plots.paired_differences(selected, comp, out / "paired_differences.png")
+    figures += [diff_png] if diff_png else []
     loss_png = plots.loss_components(_loss_trials(runs[0]), runs[0].run_id, out / "loss_components.png")
     figures += [loss_png] if loss_png else []
     report = write_report(out / "report.md", runs, selected, agg, comp, figures, epoch)

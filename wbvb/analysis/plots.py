@@ -57,16 +57,8 @@ def accuracy_by_type(selected: pd.DataFrame, teacher_accuracy: dict, epoch_label
             mean = vals.mean()
             yerr = None if np.isnan(lo) else [[mean - lo], [hi - mean]]
             ax.errorbar(x + 0.25, mean, yerr=yerr, fmt="D", color=color, ms=6, capsize=5, lw=1.8, zorder=3)
-        sft = selected[selected.distill_type == "sft"][col].dropna()
-        if len(sft):
-            ax.axhline(sft.mean(), color=COLORS["sft"], ls=":", lw=1.3)
-            ax.annotate(f"sft mean {sft.mean():.3f}", (1.0, sft.mean()), xycoords=("axes fraction", "data"),
-                        xytext=(-3, 3), textcoords="offset points", ha="right", fontsize=8, color=COLORS["sft"])
-        if task in (teacher_accuracy or {}):
-            t = teacher_accuracy[task]
-            ax.axhline(t, color="black", ls="--", lw=1.2)
-            ax.annotate(f"teacher {t:.3f}", (0.0, t), xycoords=("axes fraction", "data"), xytext=(3, 3),
-                        textcoords="offset points", fontsize=8)
+        _reference_lines(ax, selected[selected.distill_type == "sft"][col].dropna(),
+                         (teacher_accuracy or {}).get(task))
         ax.set_xticks(range(len(arms)), [a[2] for a in arms], rotation=30, ha="right", fontsize=8)
         ax.set_xlim(-0.5, len(arms) - 0.3)
         ax.set_title(task if task != "all" else "all tasks (example-weighted val_acc)", fontsize=10)
@@ -75,7 +67,72 @@ def accuracy_by_type(selected: pd.DataFrame, teacher_accuracy: dict, epoch_label
     n = selected.groupby(["run_id", "distill_type"]).size()
     n_text = f"n = {n.min()}" if n.min() == n.max() else f"n = {n.min()}–{n.max()}"
     fig.suptitle(f"Accuracy at the {epoch_label} epoch by distill type — dots: one per seed; diamond: mean "
-                 f"with 95% t-CI ({n_text} seeds per type)\ndashed: teacher; dotted: sft mean", fontsize=10)
+                 f"with 95% t-CI ({n_text} seeds per type)\ndashed: teacher; dotted: sft mean; y axes differ per "
+                 "panel; these CIs are not paired by seed (see paired_differences.png for the tests)", fontsize=10)
+    return _save(fig, path)
+
+
+def _reference_lines(ax, sft: pd.Series, teacher: float | None) -> None:
+    """sft mean and teacher lines, labelled right of the panel; a teacher far above the data is named, not drawn,
+    so that it does not squash the differences between distill types into a few pixels."""
+    if len(sft):
+        ax.axhline(sft.mean(), color=COLORS["sft"], ls=":", lw=1.3)
+        ax.annotate(f"sft\n{sft.mean():.3f}", (1.01, sft.mean()), xycoords=("axes fraction", "data"),
+                    va="center", fontsize=7, color=COLORS["sft"], annotation_clip=False)
+    if teacher is None:
+        return
+    lo, hi = ax.get_ylim()
+    if teacher > hi + 0.5 * (hi - lo) or teacher < lo - 0.5 * (hi - lo):
+        ax.annotate(f"teacher {teacher:.3f}\n(off scale {'above' if teacher > hi else 'below'})",
+                    (1.01, 1.0 if teacher > hi else 0.0), xycoords="axes fraction", va="top" if teacher > hi else "bottom",
+                    fontsize=7, annotation_clip=False)
+        return
+    ax.axhline(teacher, color="black", ls="--", lw=1.2)
+    ax.annotate(f"teacher\n{teacher:.3f}", (1.01, teacher), xycoords=("axes fraction", "data"), va="center",
+                fontsize=7, annotation_clip=False)
+
+
+def paired_differences(selected: pd.DataFrame, comp: pd.DataFrame, path: Path) -> Path | None:
+    """Per task: each comparison's per-seed differences, mean with 95% CI, and its Holm-corrected mark."""
+    from wbvb.analysis.stats import significance_mark
+
+    if comp.empty:
+        return None
+    tasks = list(dict.fromkeys(comp["task"]))
+    pairs = list(dict.fromkeys(zip(comp["run_id"], comp["distill_type"], comp["baseline"])))
+    many = comp["run_id"].nunique() > 1
+    fig, axes = _grid(len(tasks), width=max(4.6, 0.55 * len(pairs) + 1.5))
+    rng = np.random.default_rng(0)
+    for ax, task in zip(axes, tasks):
+        col = "val_acc" if task == "all" else f"validation_accuracy_{task}"
+        for x, (run_id, dt, base) in enumerate(pairs):
+            run = selected[selected.run_id == run_id]
+            a = run[run.distill_type == dt].set_index("seed")[col].dropna()
+            b = run[run.distill_type == base].set_index("seed")[col].dropna()
+            seeds = sorted(set(a.index) & set(b.index))
+            diffs = (a.loc[seeds] - b.loc[seeds]).to_numpy(float)
+            if not len(diffs):
+                continue
+            color = COLORS.get(dt, "#333333")
+            ax.scatter(x + rng.uniform(-0.12, 0.12, len(diffs)), diffs, s=12, color=color, alpha=0.45, zorder=2)
+            row = comp[(comp.run_id == run_id) & (comp.task == task) & (comp.distill_type == dt) & (comp.baseline == base)]
+            r = row.iloc[0]
+            tested = r["status"] == "ok"
+            yerr = [[r["mean_diff"] - r["ci_low"]], [r["ci_high"] - r["mean_diff"]]] if tested else None
+            ax.errorbar(x + 0.25, r["mean_diff"], yerr=yerr, fmt="D", color=color, ms=5, capsize=4, lw=1.6, zorder=3)
+            mark = significance_mark(r["p_ttest_holm"]) if tested else f"n={int(r['n'])}<3"
+            ax.annotate(mark, (x + 0.1, 1.0), xycoords=("data", "axes fraction"), xytext=(0, 2),
+                        textcoords="offset points", ha="center", va="bottom", fontsize=8)
+        ax.axhline(0.0, color="black", lw=0.9)
+        labels = [f"{dt}\nvs {base}" + (f"\n[{rid}]" if many else "") for rid, dt, base in pairs]
+        ax.set_xticks(range(len(pairs)), labels, rotation=35, ha="right", fontsize=7)
+        ax.set_xlim(-0.5, len(pairs) - 0.3)
+        ax.set_title(task, fontsize=10, pad=14)
+        ax.set_ylabel("Δ accuracy, paired by seed\n(fraction; 0.01 = 1 point)", fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("Paired differences (distill type − baseline) per seed: dots; mean with 95% t-CI: diamond.\n"
+                 "Marks: paired t-test, Holm-corrected over all comparisons (*** <0.001, ** <0.01, * <0.05, "
+                 "ns: not significant). Above 0: better than the baseline; y axes differ per panel.", fontsize=10)
     return _save(fig, path)
 
 
@@ -136,6 +193,7 @@ def loss_components(trials: dict[str, Path], run_id: str, path: Path) -> Path | 
             ax.set_yscale("log")
         ax.set_title(f"{dt} ({trial})", fontsize=10)
         ax.set_xlabel("optimizer step")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_ylabel("loss value" + (" (log scale)" if positive else ""), fontsize=8)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)

@@ -34,15 +34,21 @@ def _setup(run: Run) -> list[str]:
 
 def _caveats(runs: list[Run], selected: pd.DataFrame, comp: pd.DataFrame, epoch: str) -> list[str]:
     n = selected.groupby(["run_id", "distill_type"]).size()
-    out = [f"- **Seeds**: {n.min()}–{n.max()} per distill type. Confidence intervals use the t-distribution "
+    out = [f"- **Seeds**: {_span(n.min(), n.max())} per distill type. Confidence intervals use the t-distribution "
            f"over seeds; with few seeds they are wide and the tests have little power."]
     if not comp.empty:
         tested = comp[comp.status == "ok"]
         fam = tested.groupby("run_id")["family_size"].first()
         out.append(f"- **Multiple comparisons**: p-values are Holm-corrected over the {', '.join(map(str, fam))} "
                    f"comparisons of each run (each type vs black_box and vs sft, per task); marks use the corrected "
-                   f"paired t-test at α = {ALPHA} (*** < 0.001, ** < 0.01, * < 0.05, ns otherwise). With 7 or fewer "
-                   f"pairs the Wilcoxon test cannot reach small p-values after correction, so read it as a check.")
+                   f"paired t-test at α = {ALPHA} (*** < 0.001, ** < 0.01, * < 0.05, ns otherwise).")
+        if len(tested):
+            pairs, family = int(tested["n"].max()), int(fam.max())
+            floor = family * 2 / 2 ** pairs  # smallest exact two-sided Wilcoxon p, times the Holm factor
+            if floor >= ALPHA:
+                out.append(f"- **Wilcoxon**: with {pairs} pairs its smallest possible p is {2 / 2 ** pairs:.4f}, "
+                           f"{floor:.3f} after Holm over {family}: it cannot be significant here; read it as a "
+                           "check on the sign, not as a test.")
         short = comp[comp.status != "ok"]
         if len(short):
             out.append(f"- **Not tested**: {len(short)} comparisons have fewer than {MIN_SEEDS} seeds paired with "
@@ -58,12 +64,16 @@ def _caveats(runs: list[Run], selected: pd.DataFrame, comp: pd.DataFrame, epoch:
     for run in runs:
         evals = [x.get("n_eval") for x in run.config.get("tasks", []) if x.get("n_eval")]
         if evals:
-            out.append(f"- **Granularity** ({run.run_id}): each task is scored on {min(evals)}–{max(evals)} "
+            out.append(f"- **Granularity** ({run.run_id}): each task is scored on {_span(min(evals), max(evals))} "
                        f"validation examples, so one example moves accuracy by up to {1 / min(evals):.3f}.")
         if run.missing_trials:
             out.append(f"- **Incomplete** ({run.run_id}): {run.missing_trials} of {run.expected_trials} trials have "
                        "no results yet; the numbers will change when they report.")
     return out
+
+
+def _span(lo: int, hi: int) -> str:
+    return f"{lo}" if lo == hi else f"{lo}–{hi}"
 
 
 def write_report(path: Path, runs: list[Run], selected: pd.DataFrame, agg: pd.DataFrame, comp: pd.DataFrame,

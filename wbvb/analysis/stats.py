@@ -144,7 +144,14 @@ def compare(selected: pd.DataFrame) -> pd.DataFrame:
     cols = ["run_id", "task", "distill_type", "baseline", "n", "mean", "baseline_mean", "mean_diff", "ci_low",
             "ci_high", "p_ttest", "p_ttest_holm", "p_wilcoxon", "p_wilcoxon_holm", "cohens_dz", "significant",
             "family_size", "status"]
-    return pd.DataFrame(rows, columns=cols)
+    comp = pd.DataFrame(rows, columns=cols)
+    if comp.empty:
+        return comp
+    order = {t: i for i, (t, _) in enumerate(metric_columns(selected))}
+    keys = comp.assign(_run=comp["run_id"].map({r: i for i, r in enumerate(selected["run_id"].unique())}),
+                       _task=comp["task"].map(order), _base=comp["baseline"].map(BASELINES.index),
+                       _type=comp["distill_type"].map(distill_rank))
+    return comp.loc[keys.sort_values(["_run", "_task", "_base", "_type"]).index].reset_index(drop=True)
 
 
 def significance_mark(p_holm: float) -> str:
