@@ -30,9 +30,8 @@ def load_sources(sources: list[Path], run_ids: list[str] | None, since: str | No
         write_csv_atomic(merge_rows(pd.concat([r.rows for r in older] + [pd.DataFrame()]), run.rows), summary)
         current.append(run)
         earlier += older
-    if not run_ids and not since:
-        return current
-    return filter_runs(current + earlier, run_ids, since)
+    chosen = filter_runs(current + earlier, run_ids, since) if run_ids or since else current
+    return list({r.run_id: r for r in reversed(chosen)}.values())[::-1]  # the same run named twice counts once
 
 
 def _out_dir(sources: list[Path], runs: list[Run], out: Path | None) -> Path:
@@ -61,7 +60,7 @@ def _loss_trials(run: Run) -> dict[str, Path]:
 
 def analyze(run_dir, expected_trials: int | None = None, quiet: bool = False, epoch: str = "final",
             compare: list | None = None, run_ids: list[str] | None = None, since: str | None = None,
-            fmt: str = "text", out_dir: Path | None = None) -> dict:
+            fmt: str = "text", out_dir: Path | None = None, plot: bool = True) -> dict:
     """Write the summary, aggregate.csv, comparisons.csv, the PNGs and report.md; print the tables."""
     sources = [Path(run_dir)] + [Path(p) for p in (compare or [])]
     runs = load_sources(sources, run_ids, since)
@@ -76,13 +75,7 @@ def analyze(run_dir, expected_trials: int | None = None, quiet: bool = False, ep
     comp = stats.compare(selected)
     write_csv_atomic(agg, out / "aggregate.csv")
     write_csv_atomic(comp, out / "comparisons.csv")
-    epoch_label = epoch if epoch in ("final", "best") else f"#{epoch}"
-    figures = [plots.accuracy_by_type(selected, teacher_acc, epoch_label, out / "accuracy_by_type.png"),
-               plots.learning_curves(df, out / "learning_curves.png")]
-    diff_png = plots.paired_differences(selected, comp, out / "paired_differences.png")
-    figures += [diff_png] if diff_png else []
-    loss_png = plots.loss_components(_loss_trials(runs[0]), runs[0].run_id, out / "loss_components.png")
-    figures += [loss_png] if loss_png else []
+    figures = _plot(runs, df, selected, comp, teacher_acc, epoch, out) if plot else []
     report = write_report(out / "report.md", runs, selected, agg, comp, figures, epoch)
     missing = {r.run_id: _missing(r, expected_trials if len(runs) == 1 else None) for r in runs}
     table = tables.wide_table(agg, fmt)
@@ -99,6 +92,16 @@ def analyze(run_dir, expected_trials: int | None = None, quiet: bool = False, ep
             "n_trials": int(df.groupby("run_id")["trial_name"].nunique().sum()),
             "missing_trials": sum(m for m, _ in missing.values()), "run_ids": [r.run_id for r in runs],
             "report": report, "figures": figures, "out_dir": out}
+
+
+def _plot(runs: list[Run], df: pd.DataFrame, selected: pd.DataFrame, comp: pd.DataFrame, teacher_acc: dict,
+          epoch: str, out: Path) -> list[Path]:
+    epoch_label = epoch if epoch in ("final", "best") else f"#{epoch}"
+    figures = [plots.accuracy_by_type(selected, teacher_acc, epoch_label, out / "accuracy_by_type.png"),
+               plots.learning_curves(df, out / "learning_curves.png"),
+               plots.paired_differences(selected, comp, out / "paired_differences.png"),
+               plots.loss_components(_loss_trials(runs[0]), runs[0].run_id, out / "loss_components.png")]
+    return [f for f in figures if f is not None]
 
 
 def _missing(run: Run, expected: int | None) -> tuple[int, int | None]:
@@ -126,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="which epoch of each trial: final (default), best (by val_acc: optimistic), or N")
     ap.add_argument("--format", default="text", choices=tables.FORMATS, dest="fmt",
                     help="console table format: text, markdown, or latex (for papers)")
+    ap.add_argument("--no-plots", action="store_true", help="skip the PNGs (tables and report.md only)")
     ap.add_argument("--out", type=Path, help="folder for the outputs (default: the run folder; with --compare, "
                                              "a compare/ folder beside the first run)")
     return ap
@@ -135,7 +139,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         analyze(Path(args.run), epoch=args.epoch, compare=args.compare, run_ids=args.run_ids, since=args.since,
-                fmt=args.fmt, out_dir=args.out)
+                fmt=args.fmt, out_dir=args.out, plot=not args.no_plots)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -235,7 +235,10 @@ def combine(runs: list[Run]) -> pd.DataFrame:
 
 
 def filter_runs(runs: list[Run], run_ids: list[str] | None, since: str | None) -> list[Run]:
-    """Keep the runs named by ``--run`` (id or prefix) and started at or after ``--since``."""
+    """Keep the runs named by ``--run`` (id or prefix) and started at or after ``--since``.
+
+    A run whose start is unknown (no run.json) never passes ``--since``: it cannot be shown to be new.
+    """
     kept = runs
     if run_ids:
         kept = [r for r in kept if any(r.run_id == q or r.run_id.startswith(q) for q in run_ids)]
