@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from wbvb.analysis.results import distill_rank  # noqa: E402
-from wbvb.analysis.stats import metric_columns, t_interval  # noqa: E402
+from wbvb.analysis.stats import MIN_SEEDS, metric_columns, t_interval  # noqa: E402
 
 ACC_UNIT = "validation accuracy (fraction correct)"
 COLORS = {"sft": "#7f7f7f", "seq_kd": "#8c564b", "black_box": "#1f77b4", "hidden_state": "#2ca02c",
@@ -29,6 +29,15 @@ def _arms(df: pd.DataFrame) -> list[tuple[str, str, str]]:
     keys = df[["run_id", "distill_type"]].drop_duplicates()
     keys = sorted(keys.itertuples(index=False), key=lambda k: (k.run_id, distill_rank(k.distill_type)))
     return [(k.run_id, k.distill_type, f"{k.distill_type}\n[{k.run_id}]" if many else k.distill_type) for k in keys]
+
+
+def _accuracy_ci(vals: np.ndarray) -> tuple[float, float]:
+    """The t-CI clipped to [0, 1] (accuracy cannot leave it); NaNs below MIN_SEEDS, where a t-CI on
+    2 seeds (t = 12.7) spans most of the axis and hides the data rather than describing it."""
+    if len(vals) < MIN_SEEDS:
+        return float("nan"), float("nan")
+    lo, hi = t_interval(vals)
+    return max(lo, 0.0), min(hi, 1.0)
 
 
 def _grid(n: int, width: float = 4.6, height: float = 3.8):
@@ -53,7 +62,7 @@ def accuracy_by_type(selected: pd.DataFrame, teacher_accuracy: dict, epoch_label
                 continue
             color = COLORS.get(dt, "#333333")
             ax.scatter(x + rng.uniform(-0.12, 0.12, len(vals)), vals, s=14, color=color, alpha=0.45, zorder=2)
-            lo, hi = t_interval(vals)
+            lo, hi = _accuracy_ci(vals)
             mean = vals.mean()
             yerr = None if np.isnan(lo) else [[mean - lo], [hi - mean]]
             ax.errorbar(x + 0.25, mean, yerr=yerr, fmt="D", color=color, ms=6, capsize=5, lw=1.8, zorder=3)
@@ -65,9 +74,11 @@ def accuracy_by_type(selected: pd.DataFrame, teacher_accuracy: dict, epoch_label
         ax.set_ylabel(ACC_UNIT, fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     n = selected.groupby(["run_id", "distill_type"]).size()
-    n_text = f"n = {n.min()}" if n.min() == n.max() else f"n = {n.min()}–{n.max()}"
+    n_text = (f"n = {n.min()}" if n.min() == n.max() else f"n = {n.min()}–{n.max()}") + " seeds per type"
+    if n.min() < MIN_SEEDS:
+        n_text += f"; no CI where n < {MIN_SEEDS}"
     fig.suptitle(f"Accuracy at the {epoch_label} epoch by distill type — dots: one per seed; diamond: mean "
-                 f"with 95% t-CI ({n_text} seeds per type)\ndashed: teacher; dotted: sft mean; y axes differ per "
+                 f"with 95% t-CI ({n_text})\ndashed: teacher; dotted: sft mean; y axes differ per "
                  "panel; these CIs are not paired by seed (see paired_differences.png for the tests)", fontsize=10)
     return _save(fig, path)
 
@@ -147,7 +158,7 @@ def learning_curves(df: pd.DataFrame, path: Path) -> Path:
             by_epoch = g.groupby("epoch")[col].apply(lambda s: s.dropna().to_numpy(float))
             epochs = by_epoch.index.to_numpy()
             mean = np.array([v.mean() if len(v) else np.nan for v in by_epoch])
-            ci = np.array([t_interval(v) for v in by_epoch])
+            ci = np.array([_accuracy_ci(v) for v in by_epoch])
             color = COLORS.get(dt, None)
             ax.plot(epochs, mean, marker="o", ms=3, color=color, label=label.replace("\n", " "))
             if np.isfinite(ci).any():
@@ -158,7 +169,9 @@ def learning_curves(df: pd.DataFrame, path: Path) -> Path:
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7, title="distill type", title_fontsize=7)
-    fig.suptitle("Learning curves: validation accuracy per epoch, mean over seeds with 95% t-CI band", fontsize=10)
+    n = df.groupby(["run_id", "distill_type"])["seed"].nunique()
+    note = f" (no band where n < {MIN_SEEDS} seeds; here n = {n.min()})" if n.min() < MIN_SEEDS else ""
+    fig.suptitle(f"Learning curves: validation accuracy per epoch, mean over seeds with 95% t-CI band{note}", fontsize=10)
     return _save(fig, path)
 
 
