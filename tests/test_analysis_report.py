@@ -151,3 +151,12 @@ def test_cli_rejects_a_bad_epoch(study, capsys):
     with pytest.raises(SystemExit):
         analysis.main([str(study), "--epoch", "last"])
     assert "use final, best, or an epoch number" in capsys.readouterr().err
+
+
+def test_fixed_epoch_names_trials_that_have_not_reached_it(tmp_path):
+    run = known_effect_run(tmp_path / "r", seeds=range(3), epochs=2)
+    write_trial(run, "sft", 9, [{"sentiment": 0.5, "multiple_choice": 0.4, "arithmetic": 0.3}])  # only epoch 1
+    out = analysis.analyze(run, epoch="2", quiet=True, plot=False)
+    assert out["aggregate"].set_index(["distill_type", "task"]).loc[("sft", "sentiment"), "n"] == 3
+    report = (run / "report.md").read_text()
+    assert "1 trials have not reported epoch 2" in report and "(epoch 2)" in report

@@ -76,13 +76,15 @@ def analyze(run_dir, expected_trials: int | None = None, quiet: bool = False, ep
     write_csv_atomic(agg, out / "aggregate.csv")
     write_csv_atomic(comp, out / "comparisons.csv")
     figures = _plot(runs, df, selected, comp, teacher_acc, epoch, out) if plot else []
-    report = write_report(out / "report.md", runs, selected, agg, comp, figures, epoch)
     missing = {r.run_id: _missing(r, expected_trials if len(runs) == 1 else None) for r in runs}
+    report = write_report(out / "report.md", runs, df, selected, agg, comp, figures, epoch, missing)
     table = tables.wide_table(agg, fmt)
     if not quiet:
-        print(f"\nValidation accuracy at the {epoch} epoch per distill type and task (mean ± std over seeds):")
+        which = ("Final validation accuracy" if epoch == "final"
+                 else f"Validation accuracy at the {stats.epoch_phrase(epoch)}")
+        print(f"\n{which} per distill type and task (mean ± std over seeds):")
         print(table)
-        print(f"\nPaired comparisons (Δ accuracy vs baseline by seed; Holm-corrected over each run's family):")
+        print("\nPaired comparisons (Δ accuracy vs baseline by seed; Holm-corrected over each run's family):")
         print(tables.comparison_table(comp, fmt))
         for rid, (n_missing, n_expected) in missing.items():
             if n_missing:
@@ -96,8 +98,7 @@ def analyze(run_dir, expected_trials: int | None = None, quiet: bool = False, ep
 
 def _plot(runs: list[Run], df: pd.DataFrame, selected: pd.DataFrame, comp: pd.DataFrame, teacher_acc: dict,
           epoch: str, out: Path) -> list[Path]:
-    epoch_label = epoch if epoch in ("final", "best") else f"#{epoch}"
-    figures = [plots.accuracy_by_type(selected, teacher_acc, epoch_label, out / "accuracy_by_type.png"),
+    figures = [plots.accuracy_by_type(selected, teacher_acc, stats.epoch_phrase(epoch), out / "accuracy_by_type.png"),
                plots.learning_curves(df, out / "learning_curves.png"),
                plots.paired_differences(selected, comp, out / "paired_differences.png"),
                plots.loss_components(_loss_trials(runs[0]), runs[0].run_id, out / "loss_components.png")]

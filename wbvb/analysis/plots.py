@@ -49,7 +49,7 @@ def _grid(n: int, width: float = 4.6, height: float = 3.8):
     return fig, list(axes.flat[:n])
 
 
-def accuracy_by_type(selected: pd.DataFrame, teacher_accuracy: dict, epoch_label: str, path: Path) -> Path:
+def accuracy_by_type(selected: pd.DataFrame, teacher_accuracy: dict, epoch_phrase: str, path: Path) -> Path:
     """Per task: each seed as a dot, mean as a bar-free marker with its 95% CI; teacher and sft lines."""
     tasks = metric_columns(selected)
     arms = _arms(selected)
@@ -77,7 +77,7 @@ def accuracy_by_type(selected: pd.DataFrame, teacher_accuracy: dict, epoch_label
     n_text = (f"n = {n.min()}" if n.min() == n.max() else f"n = {n.min()}–{n.max()}") + " seeds per type"
     if n.min() < MIN_SEEDS:
         n_text += f"; no CI where n < {MIN_SEEDS}"
-    fig.suptitle(f"Accuracy at the {epoch_label} epoch by distill type — dots: one per seed; diamond: mean "
+    fig.suptitle(f"Accuracy at the {epoch_phrase} by distill type — dots: one per seed; diamond: mean "
                  f"with 95% t-CI ({n_text})\ndashed: teacher; dotted: sft mean; y axes differ per "
                  "panel; these CIs are not paired by seed (see paired_differences.png for the tests)", fontsize=10)
     return _save(fig, path)

@@ -7,7 +7,7 @@ import pandas as pd
 
 from wbvb.analysis import tables
 from wbvb.analysis.results import Run, write_text_atomic
-from wbvb.analysis.stats import ALPHA, MIN_SEEDS
+from wbvb.analysis.stats import ALPHA, MIN_SEEDS, epoch_phrase
 
 
 def _setup(run: Run) -> list[str]:
@@ -32,7 +32,8 @@ def _setup(run: Run) -> list[str]:
     return lines
 
 
-def _caveats(runs: list[Run], selected: pd.DataFrame, comp: pd.DataFrame, epoch: str) -> list[str]:
+def _caveats(runs: list[Run], df: pd.DataFrame, selected: pd.DataFrame, comp: pd.DataFrame, epoch: str,
+             missing: dict) -> list[str]:
     n = selected.groupby(["run_id", "distill_type"]).size()
     out = [f"- **Seeds**: {_span(n.min(), n.max())} per distill type. Confidence intervals use the t-distribution "
            f"over seeds; with few seeds they are wide and the tests have little power."]
@@ -66,9 +67,13 @@ def _caveats(runs: list[Run], selected: pd.DataFrame, comp: pd.DataFrame, epoch:
         if evals:
             out.append(f"- **Granularity** ({run.run_id}): each task is scored on {_span(min(evals), max(evals))} "
                        f"validation examples, so one example moves accuracy by up to {1 / min(evals):.3f}.")
-        if run.missing_trials:
-            out.append(f"- **Incomplete** ({run.run_id}): {run.missing_trials} of {run.expected_trials} trials have "
+        n_missing, n_expected = missing.get(run.run_id, (0, None))
+        if n_missing:
+            out.append(f"- **Incomplete** ({run.run_id}): {n_missing} of {n_expected} trials have "
                        "no results yet; the numbers will change when they report.")
+    short = df.groupby(["run_id", "trial_name"]).ngroups - len(selected)
+    if short:
+        out.append(f"- **Left out**: {short} trials have not reported {epoch_phrase(epoch)} and are not in the tables.")
     return out
 
 
@@ -76,12 +81,12 @@ def _span(lo: int, hi: int) -> str:
     return f"{lo}" if lo == hi else f"{lo}–{hi}"
 
 
-def write_report(path: Path, runs: list[Run], selected: pd.DataFrame, agg: pd.DataFrame, comp: pd.DataFrame,
-                 figures: list[Path], epoch: str) -> Path:
+def write_report(path: Path, runs: list[Run], df: pd.DataFrame, selected: pd.DataFrame, agg: pd.DataFrame,
+                 comp: pd.DataFrame, figures: list[Path], epoch: str, missing: dict) -> Path:
     parts = ["# Distillation study report", "", "## Setup", ""]
     for run in runs:
         parts += _setup(run)
-    parts += ["", f"## Accuracy per distill type and task ({epoch} epoch)", "",
+    parts += ["", f"## Accuracy per distill type and task ({epoch_phrase(epoch)})", "",
               "Accuracy is the fraction of validation examples answered correctly. `(ref)` marks the reference "
               "rows: the `sft` control (no teacher signal) and the teacher itself.", "",
               tables.aggregate_table(agg, "markdown"), "",
@@ -89,6 +94,6 @@ def write_report(path: Path, runs: list[Run], selected: pd.DataFrame, agg: pd.Da
               "Δ acc = distill type − baseline, paired by seed (positive: the distill type is better).", "",
               tables.comparison_table(comp, "markdown"), "", "## Figures", ""]
     parts += [f"![{f.stem}]({f.name})" for f in figures] or ["(no figures)"]
-    parts += ["", "## Caveats", ""] + _caveats(runs, selected, comp, epoch) + [""]
+    parts += ["", "## Caveats", ""] + _caveats(runs, df, selected, comp, epoch, missing) + [""]
     write_text_atomic("\n".join(parts), path)
     return path

@@ -45,11 +45,6 @@ class Run:
             return len(sweep["distill_types"]) * len(sweep["seeds"])
         return None
 
-    @property
-    def missing_trials(self) -> int:
-        n = self.rows["trial_name"].nunique() if not self.rows.empty else 0
-        return max(0, (self.expected_trials or n) - n)
-
 
 def _read_json(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}

@@ -35,6 +35,11 @@ def select_epoch(df: pd.DataFrame, epoch: str | int = "final") -> pd.DataFrame:
     return rows
 
 
+def epoch_phrase(epoch: str | int) -> str:
+    """How the chosen epoch reads in titles: "final epoch", "best epoch (by val_acc)", "epoch 3"."""
+    return {"final": "final epoch", "best": "best epoch (by val_acc)"}.get(str(epoch), f"epoch {epoch}")
+
+
 def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     """Two-sided t confidence interval of the mean; NaNs when n < 2."""
     n = len(values)
