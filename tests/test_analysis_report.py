@@ -160,3 +160,10 @@ def test_fixed_epoch_names_trials_that_have_not_reached_it(tmp_path):
     assert out["aggregate"].set_index(["distill_type", "task"]).loc[("sft", "sentiment"), "n"] == 3
     report = (run / "report.md").read_text()
     assert "1 trials have not reported epoch 2" in report and "(epoch 2)" in report
+
+
+def test_loss_plot_reads_the_trainers_event_tags(study):
+    from wbvb.analysis.plots import PART_LABELS, read_scalars
+
+    tags = set(read_scalars(study / "tensorboard" / "hidden_state-seed0"))
+    assert {"train/loss", "train/task_loss", "train/kd_loss", "train/hidden_loss"} <= tags & set(PART_LABELS)

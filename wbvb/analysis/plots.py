@@ -21,6 +21,8 @@ COLORS = {"sft": "#7f7f7f", "seq_kd": "#8c564b", "black_box": "#1f77b4", "hidden
           "attention": "#d62728", "combined": "#9467bd"}
 PART_LABELS = {"train/loss": "total (weighted sum)", "train/task_loss": "task CE", "train/kd_loss": "top-k KD",
                "train/hidden_loss": "hidden alignment", "train/attention_loss": "attention alignment"}
+PART_COLORS = {"train/loss": "black", "train/task_loss": "#ff7f0e", "train/kd_loss": COLORS["black_box"],
+               "train/hidden_loss": COLORS["hidden_state"], "train/attention_loss": COLORS["attention"]}
 
 
 def _arms(df: pd.DataFrame) -> list[tuple[str, str, str]]:
@@ -186,32 +188,43 @@ def read_scalars(event_dir: Path) -> dict[str, pd.Series]:
 
 
 def loss_components(trials: dict[str, Path], run_id: str, path: Path) -> Path | None:
-    """One panel per distill type (one trial each): the loss and its unweighted parts per optimizer step."""
+    """One panel per distill type (one trial each): the loss and its unweighted parts per optimizer step.
+
+    Parts differ by orders of magnitude (KD ~1e-3, attention ~1e-7, task CE ~6 on the tiny presets), so
+    each is drawn relative to its start value, with that value in the legend: the trends stay
+    visible on one linear axis. Long runs are smoothed by a rolling mean over ~1/40 of the steps.
+    """
     series = {}
     for dt, folder in trials.items():
-        s = {tag: v for tag, v in read_scalars(folder).items() if tag in PART_LABELS}
+        s = {tag: v.sort_index() for tag, v in read_scalars(folder).items() if tag in PART_LABELS}
         if s:
             series[dt] = (folder.name, s)
     if not series:
         return None
     fig, axes = _grid(len(series), height=3.4)
+    windows = set()
     for ax, (dt, (trial, s)) in zip(axes, series.items()):
         for tag, label in PART_LABELS.items():
-            if tag in s:
-                v = s[tag].sort_index()
-                ax.plot(v.index, v.to_numpy(), lw=1.4 if tag == "train/loss" else 1.0,
-                        ls="-" if tag == "train/loss" else "--", label=label)
-        positive = all((v > 0).all() for v in s.values())
-        if positive:
-            ax.set_yscale("log")
+            if tag not in s:
+                continue
+            v = s[tag]
+            window = max(1, len(v) // 40)
+            windows.add(window)
+            start = float(v.iloc[:window].mean())  # the first window, not one noisy step
+            shown = v.rolling(window, min_periods=1).mean() / (start if start else 1.0)
+            ax.plot(shown.index, shown.to_numpy(), color=PART_COLORS[tag], lw=1.8 if tag == "train/loss" else 1.1,
+                    ls="-" if tag == "train/loss" else "--", label=f"{label} (start {start:.3g})")
+        ax.axhline(1.0, color="black", lw=0.6, alpha=0.5)
         ax.set_title(f"{dt} ({trial})", fontsize=10)
         ax.set_xlabel("optimizer step")
         ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.set_ylabel("loss value" + (" (log scale)" if positive else ""), fontsize=8)
-        ax.grid(alpha=0.3, which="both")
+        ax.set_ylabel("loss ÷ its start value", fontsize=8)
+        ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
+    smooth = f"; rolling mean over {max(windows)} steps" if max(windows) > 1 else ""
     fig.suptitle(f"Training loss and its components per step, one trial per distill type (run {run_id})\n"
-                 "components are unweighted; the total is α·task + β·KD + γ₁·hidden + γ₂·attention", fontsize=10)
+                 "each line relative to its start (mean of its first smoothing window; legend: that value); components unweighted, total = "
+                 f"α·task + β·KD + γ₁·hidden + γ₂·attention{smooth}", fontsize=10)
     return _save(fig, path)
 
 

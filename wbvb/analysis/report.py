@@ -40,10 +40,13 @@ def _caveats(runs: list[Run], df: pd.DataFrame, selected: pd.DataFrame, comp: pd
     if not comp.empty:
         tested = comp[comp.status == "ok"]
         fam = tested.groupby("run_id")["family_size"].first()
-        out.append(f"- **Multiple comparisons**: p-values are Holm-corrected over the {', '.join(map(str, fam))} "
-                   f"comparisons of each run (each type vs black_box and vs sft, per task); marks use the corrected "
-                   f"paired t-test at α = {ALPHA} (*** < 0.001, ** < 0.01, * < 0.05, ns otherwise).")
-        if len(tested):
+        if tested.empty:
+            out.append(f"- **No tests**: no comparison has {MIN_SEEDS} or more seeds paired with its baseline, so "
+                       "no p-value is given and no difference can be called significant.")
+        else:
+            out.append(f"- **Multiple comparisons**: p-values are Holm-corrected over the {', '.join(map(str, fam))} "
+                       f"comparisons of each run (each type vs black_box and vs sft, per task); marks use the "
+                       f"corrected paired t-test at α = {ALPHA} (*** < 0.001, ** < 0.01, * < 0.05, ns otherwise).")
             pairs, family = int(tested["n"].max()), int(fam.max())
             floor = family * 2 / 2 ** pairs  # smallest exact two-sided Wilcoxon p, times the Holm factor
             if floor >= ALPHA:
