@@ -41,9 +41,10 @@ def test_report_finds_exactly_the_known_effect(study):
     assert {"n", "mean", "std", "ci_low", "ci_high", "min", "max", "reference"} <= set(agg.columns)
 
 
-def test_no_loss_plot_without_event_files(tmp_path):
-    out = analysis.analyze(known_effect_run(tmp_path / "r", seeds=range(3)), quiet=True)
-    assert "loss_components.png" not in {f.name for f in out["figures"]}
+def test_two_seeds_plot_without_ci_and_no_loss_plot_without_event_files(tmp_path):
+    out = analysis.analyze(known_effect_run(tmp_path / "r", seeds=range(2)), quiet=True)
+    assert {f.name for f in out["figures"]} == {"accuracy_by_type.png", "learning_curves.png", "paired_differences.png"}
+    assert "No tests" in (tmp_path / "r" / "report.md").read_text()
 
 
 def test_best_epoch_is_flagged_as_selected_on_validation(study):

@@ -31,7 +31,7 @@ def load_sources(sources: list[Path], run_ids: list[str] | None, since: str | No
         current.append(run)
         earlier += older
     chosen = filter_runs(current + earlier, run_ids, since) if run_ids or since else current
-    return list({r.run_id: r for r in reversed(chosen)}.values())[::-1]  # the same run named twice counts once
+    return list({r.run_id: r for r in chosen}.values())  # the same run named twice counts once
 
 
 def _out_dir(sources: list[Path], runs: list[Run], out: Path | None) -> Path:
