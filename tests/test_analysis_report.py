@@ -112,6 +112,8 @@ def test_compare_keys_rows_by_run_id(tmp_path, capsys):
     assert not df.duplicated(["run_id", "trial_name", "epoch"]).any()
     assert set(df["cfg.training.lr"]) == {0.005, 0.001}  # the config value that differs between the runs
     assert set(out["comparisons"]["run_id"]) == set(out["run_ids"])
+    teacher = out["aggregate"][out["aggregate"].distill_type == "teacher"]
+    assert set(teacher["run_id"]) == set(out["run_ids"]) and len(teacher) == 2 * 3  # each run's own teacher rows
     analysis.analyze(a, compare=[b], quiet=True, plot=False)
     assert len(pd.read_csv(tmp_path / "compare" / "results_summary.csv")) == len(df)
 

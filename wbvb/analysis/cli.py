@@ -70,8 +70,11 @@ def analyze(run_dir, expected_trials: int | None = None, quiet: bool = False, ep
     if (len(runs) > 1 or out != runs[0].folder) and combined.resolve() not in {s.resolve() for s in sources}:
         write_csv_atomic(df, combined)
     selected = stats.select_epoch(df, epoch)
-    teacher_acc = runs[0].teacher.get("teacher_accuracy", {}) if len(runs) == 1 else {}
-    agg = stats.aggregate(selected, teacher_acc)
+    teacher_by_run = {r.run_id: r.teacher.get("teacher_accuracy", {}) for r in runs}
+    agg = stats.aggregate(selected, teacher_by_run=teacher_by_run)
+    # one teacher line per plot panel only when every run had the same teacher accuracy
+    same = len({tuple(sorted(t.items())) for t in teacher_by_run.values()}) == 1
+    teacher_acc = next(iter(teacher_by_run.values())) if same else {}
     comp = stats.compare(selected)
     write_csv_atomic(agg, out / "aggregate.csv")
     write_csv_atomic(comp, out / "comparisons.csv")

@@ -55,8 +55,12 @@ def metric_columns(df: pd.DataFrame) -> list[tuple[str, str]]:
     return [(t, ACC_PREFIX + t) for t in tasks_of(df)] + [("all", "val_acc")]
 
 
-def aggregate(selected: pd.DataFrame, teacher_accuracy: dict | None = None) -> pd.DataFrame:
-    """Per run x distill type x task: n, mean, std, 95% CI, min, max; teacher as a reference row."""
+def aggregate(selected: pd.DataFrame, teacher_accuracy: dict | None = None,
+              teacher_by_run: dict[str, dict] | None = None) -> pd.DataFrame:
+    """Per run x distill type x task: n, mean, std, 95% CI, min, max; teacher as a reference row.
+
+    ``teacher_accuracy`` ({task: acc}) applies to every run; ``teacher_by_run`` gives each run its own.
+    """
     out = []
     for task, col in metric_columns(selected):
         for (run_id, dt), g in selected.groupby(["run_id", "distill_type"], sort=False):
@@ -69,7 +73,7 @@ def aggregate(selected: pd.DataFrame, teacher_accuracy: dict | None = None) -> p
                         "ci_low": lo, "ci_high": hi, "min": vals.min(), "max": vals.max(),
                         "reference": dt == "sft"})
     for run_id in selected["run_id"].unique():
-        for task, acc in (teacher_accuracy or {}).items():
+        for task, acc in ((teacher_by_run or {}).get(run_id) or teacher_accuracy or {}).items():
             out.append({"run_id": run_id, "distill_type": "teacher", "task": task, "n": 1, "mean": acc,
                         "std": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
                         "min": acc, "max": acc, "reference": True})
