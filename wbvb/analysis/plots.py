@@ -16,6 +16,7 @@ import pandas as pd  # noqa: E402
 from wbvb.analysis.results import distill_rank  # noqa: E402
 from wbvb.analysis.stats import MIN_SEEDS, metric_columns, t_interval  # noqa: E402
 
+_RUN_STYLES = ["-", "--", "-.", ":"]
 ACC_UNIT = "validation accuracy (fraction correct)"
 COLORS = {"sft": "#7f7f7f", "seq_kd": "#8c564b", "black_box": "#1f77b4", "hidden_state": "#2ca02c",
           "attention": "#d62728", "combined": "#9467bd"}
@@ -25,12 +26,39 @@ PART_COLORS = {"train/loss": "black", "train/task_loss": "#ff7f0e", "train/kd_lo
                "train/hidden_loss": COLORS["hidden_state"], "train/attention_loss": COLORS["attention"]}
 
 
-def _arms(df: pd.DataFrame) -> list[tuple[str, str, str]]:
-    """(run id, distill type, label) per plotted group; the run is named only when there are several."""
-    many = df["run_id"].nunique() > 1
+def _arms(df: pd.DataFrame) -> list[tuple[str, str]]:
+    """(run id, distill type) per plotted group, grouped by run (see _mark_runs)."""
     keys = df[["run_id", "distill_type"]].drop_duplicates()
-    keys = sorted(keys.itertuples(index=False), key=lambda k: (k.run_id, distill_rank(k.distill_type)))
-    return [(k.run_id, k.distill_type, f"{k.distill_type}\n[{k.run_id}]" if many else k.distill_type) for k in keys]
+    runs = list(dict.fromkeys(df["run_id"]))
+    keys = sorted(keys.itertuples(index=False), key=lambda k: (runs.index(k.run_id), distill_rank(k.distill_type)))
+    return [(k.run_id, k.distill_type) for k in keys]
+
+
+def _run_spans(run_of_x: list[str]) -> list[tuple[str, int, int]]:
+    """(run id, first x, last x) of each run's consecutive group of positions."""
+    spans = []
+    for x, rid in enumerate(run_of_x):
+        if spans and spans[-1][0] == rid:
+            spans[-1] = (rid, spans[-1][1], x)
+        else:
+            spans.append((rid, x, x))
+    return spans
+
+
+def _mark_runs(ax, run_of_x: list[str]) -> None:
+    """With several runs: a separator between their groups and each run id under its group, inside the panel."""
+    spans = _run_spans(run_of_x)
+    if len(spans) < 2:
+        return
+    for rid, first, last in spans:
+        if first:
+            ax.axvline(first - 0.5, color="black", lw=0.8, ls="-", alpha=0.6)
+        ax.annotate(f"run {rid}", ((first + last) / 2, 0.01), xycoords=("data", "axes fraction"), ha="center",
+                    va="bottom", fontsize=7, color="#444444")
+
+
+def _panel_width(n_positions: int) -> float:
+    return max(4.6, 0.42 * n_positions + 2.0)
 
 
 def _accuracy_ci(vals: np.ndarray) -> tuple[float, float]:
@@ -43,7 +71,7 @@ def _accuracy_ci(vals: np.ndarray) -> tuple[float, float]:
 
 
 def _grid(n: int, width: float = 4.6, height: float = 3.8):
-    cols = min(n, 3)
+    cols = max(1, min(n, 3, int(16 // width)))  # at most ~16 inches wide: wide panels stack instead
     rows = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
     for ax in axes.flat[n:]:
@@ -55,10 +83,10 @@ def accuracy_by_type(selected: pd.DataFrame, teacher_accuracy: dict, epoch_phras
     """Per task: each seed as a dot, mean as a bar-free marker with its 95% CI; teacher and sft lines."""
     tasks = metric_columns(selected)
     arms = _arms(selected)
-    fig, axes = _grid(len(tasks))
+    fig, axes = _grid(len(tasks), width=_panel_width(len(arms)))
     rng = np.random.default_rng(0)
     for ax, (task, col) in zip(axes, tasks):
-        for x, (run_id, dt, _) in enumerate(arms):
+        for x, (run_id, dt) in enumerate(arms):
             vals = selected[(selected.run_id == run_id) & (selected.distill_type == dt)][col].dropna().to_numpy(float)
             if not len(vals):
                 continue
@@ -68,10 +96,11 @@ def accuracy_by_type(selected: pd.DataFrame, teacher_accuracy: dict, epoch_phras
             mean = vals.mean()
             yerr = None if np.isnan(lo) else [[mean - lo], [hi - mean]]
             ax.errorbar(x + 0.25, mean, yerr=yerr, fmt="D", color=color, ms=6, capsize=5, lw=1.8, zorder=3)
-        _reference_lines(ax, selected[selected.distill_type == "sft"][col].dropna(),
-                         (teacher_accuracy or {}).get(task))
-        ax.set_xticks(range(len(arms)), [a[2] for a in arms], rotation=30, ha="right", fontsize=8)
+        _sft_lines(ax, selected, col, [a[0] for a in arms])
+        _teacher_line(ax, (teacher_accuracy or {}).get(task))
+        ax.set_xticks(range(len(arms)), [a[1] for a in arms], rotation=30, ha="right", fontsize=8)
         ax.set_xlim(-0.5, len(arms) - 0.3)
+        _mark_runs(ax, [a[0] for a in arms])
         ax.set_title(task if task != "all" else "all tasks (example-weighted val_acc)", fontsize=10)
         ax.set_ylabel(ACC_UNIT, fontsize=8)
         ax.grid(axis="y", alpha=0.3)
@@ -85,13 +114,24 @@ def accuracy_by_type(selected: pd.DataFrame, teacher_accuracy: dict, epoch_phras
     return _save(fig, path)
 
 
-def _reference_lines(ax, sft: pd.Series, teacher: float | None) -> None:
-    """sft mean and teacher lines, labelled right of the panel; a teacher far above the data is named, not drawn,
+def _sft_lines(ax, selected: pd.DataFrame, col: str, run_of_x: list[str]) -> None:
+    """The sft mean of each run across that run's group (labelled right of the panel when there is one run)."""
+    spans = _run_spans(run_of_x)
+    for rid, first, last in spans:
+        sft = selected[(selected.run_id == rid) & (selected.distill_type == "sft")][col].dropna()
+        if not len(sft):
+            continue
+        if len(spans) == 1:
+            ax.axhline(sft.mean(), color=COLORS["sft"], ls=":", lw=1.3)
+            ax.annotate(f"sft\n{sft.mean():.3f}", (1.01, sft.mean()), xycoords=("axes fraction", "data"),
+                        va="center", fontsize=7, color=COLORS["sft"], annotation_clip=False)
+        else:
+            ax.hlines(sft.mean(), first - 0.45, last + 0.45, color=COLORS["sft"], ls=":", lw=1.3)
+
+
+def _teacher_line(ax, teacher: float | None) -> None:
+    """Teacher accuracy, labelled right of the panel; a teacher far above the data is named, not drawn,
     so that it does not squash the differences between distill types into a few pixels."""
-    if len(sft):
-        ax.axhline(sft.mean(), color=COLORS["sft"], ls=":", lw=1.3)
-        ax.annotate(f"sft\n{sft.mean():.3f}", (1.01, sft.mean()), xycoords=("axes fraction", "data"),
-                    va="center", fontsize=7, color=COLORS["sft"], annotation_clip=False)
     if teacher is None:
         return
     lo, hi = ax.get_ylim()
@@ -113,8 +153,7 @@ def paired_differences(selected: pd.DataFrame, comp: pd.DataFrame, path: Path) -
         return None
     tasks = list(dict.fromkeys(comp["task"]))
     pairs = list(dict.fromkeys(zip(comp["run_id"], comp["distill_type"], comp["baseline"])))
-    many = comp["run_id"].nunique() > 1
-    fig, axes = _grid(len(tasks), width=max(4.6, 0.55 * len(pairs) + 1.5))
+    fig, axes = _grid(len(tasks), width=_panel_width(len(pairs)))
     rng = np.random.default_rng(0)
     for ax, task in zip(axes, tasks):
         col = "val_acc" if task == "all" else f"validation_accuracy_{task}"
@@ -137,14 +176,15 @@ def paired_differences(selected: pd.DataFrame, comp: pd.DataFrame, path: Path) -
             ax.annotate(mark, (x + 0.1, 1.0), xycoords=("data", "axes fraction"), xytext=(0, 2),
                         textcoords="offset points", ha="center", va="bottom", fontsize=8)
         ax.axhline(0.0, color="black", lw=0.9)
-        labels = [f"{dt}\nvs {base}" + (f"\n[{rid}]" if many else "") for rid, dt, base in pairs]
-        ax.set_xticks(range(len(pairs)), labels, rotation=35, ha="right", fontsize=7)
+        ax.set_xticks(range(len(pairs)), [f"{dt}\nvs {base}" for _, dt, base in pairs], rotation=35, ha="right",
+                      fontsize=7)
         ax.set_xlim(-0.5, len(pairs) - 0.3)
+        _mark_runs(ax, [p[0] for p in pairs])
         ax.set_title(task, fontsize=10, pad=14)
         ax.set_ylabel("Δ accuracy, paired by seed\n(fraction; 0.01 = 1 point)", fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle("Paired differences (distill type − baseline) per seed: dots; mean with 95% t-CI: diamond.\n"
-                 "Marks: paired t-test, Holm-corrected over all comparisons (*** <0.001, ** <0.01, * <0.05, "
+                 "Marks: paired t-test, Holm-corrected over each run's comparisons (*** <0.001, ** <0.01, * <0.05, "
                  "ns: not significant). Above 0: better than the baseline; y axes differ per panel.", fontsize=10)
     return _save(fig, path)
 
@@ -153,16 +193,19 @@ def learning_curves(df: pd.DataFrame, path: Path) -> Path:
     """Per task: validation accuracy per epoch, mean over seeds with a 95% t-CI band."""
     tasks = metric_columns(df)
     arms = _arms(df)
+    runs = list(dict.fromkeys(df["run_id"]))  # one line style per run
     fig, axes = _grid(len(tasks))
     for ax, (task, col) in zip(axes, tasks):
-        for run_id, dt, label in arms:
+        for run_id, dt in arms:
+            label = f"{dt} [{run_id}]" if len(runs) > 1 else dt
             g = df[(df.run_id == run_id) & (df.distill_type == dt)]
             by_epoch = g.groupby("epoch")[col].apply(lambda s: s.dropna().to_numpy(float))
             epochs = by_epoch.index.to_numpy()
             mean = np.array([v.mean() if len(v) else np.nan for v in by_epoch])
             ci = np.array([_accuracy_ci(v) for v in by_epoch])
             color = COLORS.get(dt, None)
-            ax.plot(epochs, mean, marker="o", ms=3, color=color, label=label.replace("\n", " "))
+            ax.plot(epochs, mean, marker="o", ms=3, color=color, label=label,
+                    ls=_RUN_STYLES[runs.index(run_id) % len(_RUN_STYLES)])
             if np.isfinite(ci).any():
                 ax.fill_between(epochs, ci[:, 0], ci[:, 1], color=color, alpha=0.15, lw=0)
         ax.set_title(task if task != "all" else "all tasks (example-weighted val_acc)", fontsize=10)
