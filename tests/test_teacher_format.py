@@ -16,7 +16,7 @@ def test_id_dtype_is_the_narrowest_that_holds_the_vocabulary():
 
 
 def test_attention_keeps_the_lower_triangle_of_the_stored_rows():
-    a = torch.arange(9.0).view(1, 1, 3, 3)  # [[0,1,2],[3,4,5],[6,7,8]]
+    a = np.arange(9.0).reshape(1, 1, 3, 3)  # [[0,1,2],[3,4,5],[6,7,8]]
     assert pack_attention(a, 0).flatten().tolist() == [0, 3, 4, 6, 7, 8]
     assert pack_attention(a, 1).flatten().tolist() == [3, 4, 6, 7, 8]
     # answer rows start at the position predicting the first answer token: prompt_len - 1, strided up

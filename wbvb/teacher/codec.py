@@ -59,12 +59,12 @@ def quantize_int8(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     return q.numpy(), scale.squeeze(-1).numpy().astype(np.float32)
 
 
-def pack_attention(attn: torch.Tensor, first_row: int) -> torch.Tensor:
+def pack_attention(attn: np.ndarray, first_row: int) -> np.ndarray:
     """[layers, heads, n, n] -> [layers, heads, entries]: lower triangle of rows first_row..n-1."""
     n = attn.shape[-1]
     r, c = np.tril_indices(n)
     sel = slice(tri_count(first_row), tri_count(n))
-    return attn[..., torch.from_numpy(r[sel]), torch.from_numpy(c[sel])]
+    return attn[..., r[sel], c[sel]]
 
 
 def encode_signals(seq_len: int, prompt_len: int, topk_ids, topk_logprobs, hidden, attention, layout: dict) -> dict:
@@ -77,7 +77,8 @@ def encode_signals(seq_len: int, prompt_len: int, topk_ids, topk_logprobs, hidde
     else:
         out["hidden"], out["hidden_scale"] = to_numpy(hidden, layout["hidden"]).tobytes(), b""
     first = first_attention_row(prompt_len, layout["attention_stride"], layout["attention_rows"])
-    out["attention"] = to_numpy(pack_attention(attention, first), layout["attention"]).tobytes()
+    packed = pack_attention(to_numpy(attention, layout["attention"]), first)  # cast first: less to gather
+    out["attention"] = packed.tobytes()
     return out
 
 
