@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from wbvb.teacher import prepare
 from wbvb.teacher.schema import TeacherDataError, decode_row, read_manifest
@@ -255,3 +256,27 @@ def test_verify_names_unsorted_topk_and_bad_attention(store):
     _rewrite(shard, edit("attention", 4, lambda a: a.__setitem__(0, 1.5)))
     with pytest.raises(TeacherDataError, match=rf"{shard.name} row 4 column attention: a row sums to"):
         verify(store.data_dir, sample_rows=None)
+
+
+def test_compact_encodings_generate_verify_and_decode(tiny_dict, store):
+    """int8 hidden + answer-only attention rows through the real generator, against the float store."""
+    from wbvb.config import config_from_dict
+    from wbvb.teacher.codec import decode_batch
+
+    tiny_dict["teacher_data"].update({"hidden_encoding": "int8", "attention_rows": "answer"})
+    compact = prepare(config_from_dict(tiny_dict))
+    assert compact.data_dir != store.data_dir
+    assert compact.manifest["columns"]["hidden"]["dtype"] == "int8"
+    assert compact.manifest["columns"]["attention"]["rows"] == "answer"
+    verify(compact.data_dir, sample_rows=None)
+    shard = compact.manifest["shards"][0]["file"]
+    a = decode_batch(pq.read_table(compact.data_dir / shard).slice(0, 4), compact.manifest, 0)
+    b = decode_batch(pq.read_table(store.data_dir / shard).slice(0, 4), store.manifest, 0)
+    rows = a["attention_row_mask"]
+    assert rows.any() and not rows.all()
+    assert torch.allclose(a["attention"].float()[:, :, :, rows[0]][0], b["attention"].float()[:, :, :, rows[0]][0])
+    assert a["attention"][0, :, :, ~rows[0]].abs().sum() == 0
+    assert torch.allclose(a["hidden"], b["hidden"].float(), atol=0.02 * float(b["hidden"].float().abs().max()))
+    sizes = [sum((d / s["file"]).stat().st_size for s in m["shards"])
+             for d, m in ((compact.data_dir, compact.manifest), (store.data_dir, store.manifest))]
+    assert sizes[0] < sizes[1]
