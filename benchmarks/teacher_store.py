@@ -100,7 +100,7 @@ def wbvb_write(rows: list[dict], path: Path, manifest: dict) -> None:
     write_shard(path, [{
         "example_id": r["example_id"], "task": "t", "split": "train", "input_ids": r["input_ids"].tolist(),
         "prompt_len": r["prompt_len"], "seq_len": SEQ, "label": "",
-        **encode_signals(SEQ, r["prompt_len"], r["ids"], r["logp"], r["hidden"], r["attention"], lay),
+        **encode_signals(r["prompt_len"], r["ids"], r["logp"], r["hidden"], r["attention"], lay),
     } for r in rows])
 
 

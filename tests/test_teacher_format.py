@@ -55,7 +55,7 @@ def _teacher_outputs(n: int, prompt_len: int, m: dict, gen: torch.Generator, voc
 def _table(outs: list[dict], m: dict) -> pa.Table:
     rows = []
     for j, o in enumerate(outs):
-        enc = encode_signals(o["n"], o["prompt_len"], o["ids"], o["logp"], o["hidden"], o["attention"], layout_of(m))
+        enc = encode_signals(o["prompt_len"], o["ids"], o["logp"], o["hidden"], o["attention"], layout_of(m))
         rows.append({"example_id": f"ex{j}", "task": "t", "split": "train", "input_ids": list(range(1, o["n"] + 1)),
                      "prompt_len": o["prompt_len"], "seq_len": o["n"], "label": "", **enc})
     return pa.Table.from_pylist(rows, schema=arrow_schema())

@@ -67,7 +67,7 @@ def pack_attention(attn: np.ndarray, first_row: int) -> np.ndarray:
     return attn[..., r[sel], c[sel]]
 
 
-def encode_signals(seq_len: int, prompt_len: int, topk_ids, topk_logprobs, hidden, attention, layout: dict) -> dict:
+def encode_signals(prompt_len: int, topk_ids, topk_logprobs, hidden, attention, layout: dict) -> dict:
     """One row's teacher tensors (already cut to the row and strided) -> column bytes."""
     out = {"topk_ids": to_numpy(topk_ids, layout["topk_ids"]).tobytes(),
            "topk_logprobs": to_numpy(topk_logprobs, layout["topk_logprobs"]).tobytes()}

@@ -106,7 +106,7 @@ def teacher_rows(model, tokenizer, encoded: list[dict], cfg, layout: dict, devic
         rows.append({
             "example_id": e["example_id"], "task": e["task"], "split": e["split"],
             "input_ids": e["input_ids"].tolist(), "prompt_len": e["prompt_len"], "seq_len": n, "label": e["label"],
-            **encode_signals(n, e["prompt_len"], ids[i, :n], vals[i, :n], hidden[i, :, :nh],
+            **encode_signals(e["prompt_len"], ids[i, :n], vals[i, :n], hidden[i, :, :nh],
                              attn[i, :, :, :na, :na], layout),
         })
     return rows
