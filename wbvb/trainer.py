@@ -258,9 +258,10 @@ class Trainer:
                                    self.teacher.hidden_stride, w.hidden_loss) for s, j in self.hidden_pairs]).mean()
         if self.attention_pairs:
             teacher_attn = batch["attention"].to(dev)
+            rows = batch.get("attention_row_mask")  # present when the store kept answer rows only
             parts["attention"] = torch.stack([
                 losses.attention_loss(attn[s], teacher_attn[:, j], mask, self.teacher.attention_stride,
-                                      self.head_map, w.attention_loss) for s, j in self.attention_pairs]).mean()
+                                      self.head_map, w.attention_loss, rows) for s, j in self.attention_pairs]).mean()
         weighted = losses.weighted_parts(parts, w, w.balancing)
         return sum(weighted.values()), {**parts, **{f"{k}_weighted": v for k, v in weighted.items()}}
 
