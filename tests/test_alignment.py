@@ -130,3 +130,20 @@ def test_alignment_and_loss_config_errors_name_the_key(tiny_dict):
         d = {**tiny_dict, section: bad}
         with pytest.raises(ConfigError, match=match):
             config_from_dict(d)
+
+
+def test_attention_row_mask_leaves_out_rows_the_store_did_not_keep():
+    import torch
+
+    from wbvb import losses
+
+    n = 3
+    causal = torch.tril(torch.ones(n, n))
+    student = torch.zeros(1, 1, n, n)
+    teacher = (causal * torch.tensor([[1.0], [2.0], [3.0]]))[None, None]  # row q holds value q+1
+    mask = torch.ones(1, n)
+    rows = torch.tensor([[False, False, True]])  # only the last (answer) row was stored
+    # row 2 has 3 causal keys, each (0 - 3)^2 = 9
+    assert losses.attention_loss(student, teacher, mask, row_mask=rows).item() == pytest.approx(9.0)
+    # without the mask all 6 causal pairs count: (1 + 2*4 + 3*9) / 6 = 6
+    assert losses.attention_loss(student, teacher, mask).item() == pytest.approx(6.0)

@@ -35,7 +35,7 @@ def test_summary_and_aggregate_by_hand(tmp_path):
     assert agg.loc[("teacher", "sentiment"), "mean"] == 0.9
     assert "0.600 ± 0.141 (n=2)" in out["table"]
     # analysing twice rebuilds, never appends
-    analysis.analyze(tmp_path, quiet=True)
+    analysis.analyze(tmp_path, quiet=True, plot=False)
     assert len(pd.read_csv(tmp_path / "results_summary.csv")) == 5
 
 

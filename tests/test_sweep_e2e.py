@@ -69,7 +69,7 @@ def test_black_box_reads_no_white_box_columns(tiny_cfg, ray_2cpu):
     prep = prepare(tiny_cfg)
     bb = ShardStream(prep.data_dir, prep.manifest, SIGNALS_BY_TYPE["black_box"], 8)
     names = set(bb.dataset().schema().names)
-    assert {"topk_ids", "topk_logprobs"} <= names and not {"hidden", "attention"} & names
+    assert {"topk_ids", "topk_logprobs"} <= names and not {"hidden", "hidden_scale", "attention"} & names
     sft = ShardStream(prep.data_dir, prep.manifest, SIGNALS_BY_TYPE["sft"], 8)
     assert not {"topk_ids", "hidden", "attention"} & set(sft.dataset().schema().names)
     batches = list(bb.epoch(0, seed=0))

@@ -29,7 +29,7 @@ def _run(cfg, student, tok, train, ev, seed=0, tb=None, **kw):
 
 
 def _comparable(history):
-    return [{k: v for k, v in m.items() if k != "tokens_per_s"} for m in history]
+    return [{k: v for k, v in m.items() if k not in ("tokens_per_s", "data_wait_s")} for m in history]
 
 
 def test_same_seed_same_metrics_and_seed_matters(setup):

@@ -92,9 +92,11 @@ class TeacherDataConfig:
     hidden_stride: int = 1
     attention_stride: int = 1
     dtype: str = "float16"
+    hidden_encoding: str = "dtype"  # dtype: stored in `dtype`; int8: per-vector absmax int8 (half the bytes)
+    attention_rows: str = "all"  # all | answer: store attention query rows only where a loss is computed
     shard_rows: int = 512
     batch_size: int = 32
-    verify_rows: int = 16  # rows sampled per shard by the verify step
+    verify_rows: int = 20  # rows sampled across the store by the verify step
 
 
 @dataclass
@@ -316,6 +318,12 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         raise ConfigError(f"teacher_data.dtype '{td.dtype}': choose float16, bfloat16 or float32")
     if td.shard_rows < 1:
         raise ConfigError("teacher_data.shard_rows must be >= 1")
+    if td.hidden_encoding not in ("dtype", "int8"):
+        raise ConfigError(f"teacher_data.hidden_encoding '{td.hidden_encoding}': choose dtype or int8")
+    if td.attention_rows not in ("all", "answer"):
+        raise ConfigError(f"teacher_data.attention_rows '{td.attention_rows}': choose all or answer")
+    if td.verify_rows < 0:
+        raise ConfigError("teacher_data.verify_rows must be >= 0")
     tr = cfg.training
     if tr.epochs < 1 or tr.batch_size < 1:
         raise ConfigError("training.epochs and training.batch_size must be >= 1")

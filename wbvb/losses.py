@@ -94,12 +94,15 @@ def _row_kl(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor) -> torch.Tenso
 
 
 def attention_loss(student_attn: torch.Tensor, teacher_attn: torch.Tensor, attention_mask: torch.Tensor,
-                   stride: int = 1, heads: HeadMap | None = None, kind: str = "mse") -> torch.Tensor:
+                   stride: int = 1, heads: HeadMap | None = None, kind: str = "mse",
+                   row_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Alignment of attention maps over the causal window of real tokens (strided like the store).
 
     mse: mean squared error of probabilities over valid (query, key) pairs; kl: KL on attention
     rows, each row renormalised over its valid keys (strided maps drop keys), mean over real
     query rows. Heads are first averaged into common groups (``heads``; grouped by default).
+    ``row_mask`` [B, n] marks the query rows the store kept (``attention_rows: answer``); others
+    are left out.
     """
     n = teacher_attn.size(-1)
     s = _strided(student_attn, stride, n, (2, 3)).float()
@@ -107,12 +110,13 @@ def attention_loss(student_attn: torch.Tensor, teacher_attn: torch.Tensor, atten
     s, t = heads.apply(s, teacher_attn.float())
     real = _strided(attention_mask, stride, n, (1,)).bool()
     causal = torch.tril(torch.ones(n, n, dtype=torch.bool, device=s.device))
-    mask = (real[:, None, :, None] & real[:, None, None, :] & causal).to(s.dtype)  # [B, 1, n, n], broadcast
+    query = real if row_mask is None else real & row_mask[:, :n].to(real.device).bool()
+    mask = (query[:, None, :, None] & real[:, None, None, :] & causal).to(s.dtype)  # [B, 1, n, n], broadcast
     groups = s.size(1)
     if kind == "mse":
         return ((s - t).pow(2) * mask).sum() / (mask.sum() * groups).clamp_min(1.0)
     if kind == "kl":
-        rows = real[:, None, :].to(s.dtype)
+        rows = query[:, None, :].to(s.dtype)
         return (_row_kl(s, t, mask) * rows).sum() / (rows.sum() * groups).clamp_min(1.0)
     raise ValueError(f"unknown attention loss '{kind}': choose mse | kl")
 

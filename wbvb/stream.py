@@ -2,15 +2,16 @@
 
 Reads lazily with column projection (a ``black_box`` trial never reads hidden or attention
 bytes), shuffles blocks and a local buffer with seeds derived from (trial seed, epoch), and
-preserves order otherwise so a run is reproducible. Ray Data gets a CPU cap of its own and a
+preserves order otherwise so a run is reproducible. Arrow batches decode straight into padded
+tensors (``teacher.codec.decode_batch``), with no per-row Python objects. Ray Data gets a CPU cap of its own and a
 no-progress timeout, so a starved pipeline fails loudly instead of hanging (DESIGN: deadlock).
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from wbvb.batches import collate
-from wbvb.teacher.schema import columns_for, decode_row, shard_paths
+from wbvb.teacher.codec import decode_batch
+from wbvb.teacher.schema import columns_for, shard_paths
 
 
 def configure_data_context(data_cpus: float, stall_timeout_s: float) -> None:
@@ -54,5 +55,4 @@ class ShardStream:
         for table in ds.iter_batches(batch_size=self.batch_size, batch_format="pyarrow",
                                      local_shuffle_buffer_size=4 * self.batch_size,
                                      local_shuffle_seed=seed * 1009 + epoch):
-            rows = [decode_row(r, self.manifest) for r in table.to_pylist()]
-            yield collate(rows, self.pad_id)
+            yield decode_batch(table, self.manifest, self.pad_id)

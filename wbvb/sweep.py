@@ -203,6 +203,7 @@ def run_sweep(cfg, resume: bool = False) -> dict:
     restore = should_restore(cfg, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / "config.json", cfg.to_dict())
+    analysis.write_run_meta(run_dir, cfg.to_dict())  # run.json: the run id that keys its summary rows
     prep = prepare(cfg)
     write_json_atomic(run_dir / "teacher.json", {
         "teacher_path": prep.teacher_path, "data_dir": str(prep.data_dir),

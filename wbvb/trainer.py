@@ -25,6 +25,7 @@ from wbvb import losses
 from wbvb.capture import Capture
 from wbvb.config import SIGNALS_BY_TYPE, ConfigError
 from wbvb.evaluate import accuracy_metrics, evaluate
+from wbvb.prefetch import prefetch
 from wbvb.mapping import head_map, layer_pairs, missing_layers, stored_index
 
 
@@ -257,9 +258,10 @@ class Trainer:
                                    self.teacher.hidden_stride, w.hidden_loss) for s, j in self.hidden_pairs]).mean()
         if self.attention_pairs:
             teacher_attn = batch["attention"].to(dev)
+            rows = batch.get("attention_row_mask")  # present when the store kept answer rows only
             parts["attention"] = torch.stack([
                 losses.attention_loss(attn[s], teacher_attn[:, j], mask, self.teacher.attention_stride,
-                                      self.head_map, w.attention_loss) for s, j in self.attention_pairs]).mean()
+                                      self.head_map, w.attention_loss, rows) for s, j in self.attention_pairs]).mean()
         weighted = losses.weighted_parts(parts, w, w.balancing)
         return sum(weighted.values()), {**parts, **{f"{k}_weighted": v for k, v in weighted.items()}}
 
@@ -396,10 +398,14 @@ class Trainer:
         group: dict[str, float] = {}
         n_ok, tokens, bad_in_row, skipped, in_group = 0, 0, 0, 0, 0
         t0 = time.perf_counter()
-        batches = iter(source.epoch(epoch, self.seed))
+        batches = iter(prefetch(source.epoch(epoch, self.seed), depth=2))  # next batches load while this trains
+        wait = time.perf_counter()
         batch = next(batches, None)
+        data_wait = time.perf_counter() - wait
         while batch is not None:
+            wait = time.perf_counter()
             upcoming = next(batches, None)
+            data_wait += time.perf_counter() - wait
             in_group += 1
             last = in_group == self.accum or upcoming is None
             loss, parts, norm = self._micro_step(batch, last)
@@ -439,6 +445,7 @@ class Trainer:
                 "align_hidden_loss_weighted": mean.get("hidden_weighted", 0.0),
                 "align_attn_loss_weighted": mean.get("attention_weighted", 0.0),
                 "tokens_per_s": tokens / max(elapsed, 1e-9),
+                "data_wait_s": data_wait,  # time the loop waited for batches (not hidden by prefetching)
                 "skipped_steps": skipped,
                 "steps": self.global_step}
 

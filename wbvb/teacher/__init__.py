@@ -1,4 +1,4 @@
-"""Offline teacher data: fine-tune (optional), generate, verify (``python -m wbvb.teacher``)."""
+"""Offline teacher data: fine-tune (optional), generate, verify, inspect (``python -m wbvb.teacher``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,7 +13,7 @@ class PreparedTeacher:
     manifest: dict
 
 
-def prepare(cfg, force: bool = False, verify_rows: int | None = None) -> PreparedTeacher:
+def prepare(cfg, force: bool = False, verify_rows: int | None = None, progress: bool = False) -> PreparedTeacher:
     """Presets, teacher fine-tune, teacher data, verification: everything a sweep reads."""
     from wbvb.models import check_alignment_layers, check_tokenizers, load_tokenizer, resolve_model_paths
     from wbvb.teacher.finetune import finetuned_teacher
@@ -27,7 +27,7 @@ def prepare(cfg, force: bool = False, verify_rows: int | None = None) -> Prepare
                      cfg.sweep.distill_types)
     check_alignment_layers(cfg, paths["teacher"], paths["student"])
     teacher_path = finetuned_teacher(cfg, paths["teacher"], tok)
-    data_dir = generate(cfg, teacher_path, tok, force=force)
+    data_dir = generate(cfg, teacher_path, tok, force=force, progress=progress)
     verify(data_dir, cfg.teacher_data.verify_rows if verify_rows is None else verify_rows)
     if "seq_kd" in cfg.sweep.distill_types:
         from wbvb.teacher.answers import teacher_answers

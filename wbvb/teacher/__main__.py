@@ -1,4 +1,10 @@
-"""python -m wbvb.teacher {generate,verify} --config sweeps/X.yaml"""
+"""python -m wbvb.teacher {generate,verify,inspect,stats}
+
+  generate --config sweeps/X.yaml   run only the teacher-data stage (progress bar; reuse/resume)
+  verify DIR [--rows N | --all]     check manifest, shards and sampled rows
+  inspect DIR N                     one example decoded, with the teacher's top-5 answer tokens
+  stats DIR                         rows per task, token counts, bytes per signal
+"""
 from __future__ import annotations
 
 import argparse
@@ -10,8 +16,9 @@ from wbvb.config import ConfigError, load_config
 from wbvb.teacher.schema import TeacherDataError
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m wbvb.teacher", description=__doc__)
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m wbvb.teacher", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     g = sub.add_parser("generate", help="fine-tune (if configured) and run the teacher; reuse when inputs match")
     g.add_argument("--config", default=None)
@@ -19,20 +26,38 @@ def main(argv=None) -> int:
     g.add_argument("--force", action="store_true", help="regenerate even if a matching store exists")
     v = sub.add_parser("verify", help="check a teacher store (a folder holding manifest.json)")
     v.add_argument("dir")
-    v.add_argument("--rows", type=int, default=64, help="rows sampled per shard")
-    args = ap.parse_args(argv)
+    v.add_argument("--rows", type=int, default=20, help="rows sampled across the store (default 20)")
+    v.add_argument("--all", action="store_true", help="check every row")
+    i = sub.add_parser("inspect", help="print one stored example decoded")
+    i.add_argument("dir")
+    i.add_argument("row", type=int, help="store-wide row index (0-based)")
+    s = sub.add_parser("stats", help="rows per task, token counts, bytes per signal")
+    s.add_argument("dir")
+    return ap
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
     try:
         if args.cmd == "generate":
             from wbvb.teacher import prepare
 
-            prep = prepare(load_config(args.config, args.set), force=args.force)
+            prep = prepare(load_config(args.config, args.set), force=args.force, progress=True)
             print(json.dumps({"dir": str(prep.data_dir), "rows": prep.manifest["num_rows"],
                               "teacher_accuracy": prep.manifest.get("teacher_accuracy")}, indent=1))
-        else:
+        elif args.cmd == "verify":
             from wbvb.teacher.verify import verify
 
-            print(json.dumps(verify(Path(args.dir), args.rows), indent=1))
+            print(json.dumps(verify(Path(args.dir), None if args.all else args.rows), indent=1))
             print("verify: OK")
+        elif args.cmd == "inspect":
+            from wbvb.teacher.inspect import inspect_row
+
+            print(inspect_row(Path(args.dir), args.row))
+        else:
+            from wbvb.teacher.inspect import store_stats
+
+            print(json.dumps(store_stats(Path(args.dir)), indent=1))
     except (ConfigError, TeacherDataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,8 +1,8 @@
 """Run the teacher once over prompt+answer and store its signals as Parquet shards.
 
 The store lives at ``<teacher_data.path>/<fingerprint>/``. The fingerprint hashes every input
-that changes the bytes (teacher weights, tokenizer, tasks, max length, k, strides, dtype,
-format version); a complete store with the same fingerprint is reused. Shards are written to
+that changes the bytes (teacher weights, tokenizer, tasks, max length, k, layers, strides, dtype,
+encodings, shard size, format version); a complete store with the same fingerprint is reused. Shards are written to
 a temp name and renamed, and the manifest is updated after each one, so an interrupted run
 resumes at the next missing shard.
 """
@@ -13,17 +13,18 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
+from tqdm import tqdm
 
 from wbvb.batches import batched, collate, encode_example
 from wbvb.tasks import load_all, task_identity
-from wbvb.teacher.schema import (FORMAT_VERSION, MANIFEST, arrow_schema, read_manifest, strided, to_bytes,
-                                 write_json_atomic)
+from wbvb.teacher.codec import encode_signals, id_dtype_for, layout_of, strided
+from wbvb.teacher.schema import FORMAT_VERSION, MANIFEST, TeacherDataError, read_manifest, write_json_atomic
+from wbvb.teacher.writer import ShardWriter
 
 log = logging.getLogger("wbvb.teacher")
 
@@ -57,7 +58,8 @@ def fingerprint_inputs(cfg, teacher_path: str, tokenizer) -> dict:
         "max_length": cfg.training.max_length,
         "top_k": td.top_k, "hidden_layers": td.hidden_layers, "attention_layers": td.attention_layers,
         "hidden_stride": td.hidden_stride, "attention_stride": td.attention_stride,
-        "dtype": td.dtype, "shard_rows": td.shard_rows,
+        "dtype": td.dtype, "hidden_encoding": td.hidden_encoding, "attention_rows": td.attention_rows,
+        "shard_rows": td.shard_rows,
     }
 
 
@@ -83,8 +85,9 @@ def resolve_layers(layers: list[int], num_layers: int, what: str) -> list[int]:
 
 
 @torch.no_grad()
-def _teacher_rows(model, tokenizer, encoded: list[dict], cfg, dtype: str, id_dtype: str, device,
-                  hidden_layers: list[int], attention_layers: list[int]) -> list[dict]:
+def teacher_rows(model, tokenizer, encoded: list[dict], cfg, layout: dict, device,
+                 hidden_layers: list[int], attention_layers: list[int]) -> list[dict]:
+    """One teacher forward pass over a batch of encoded examples -> shard rows (column bytes)."""
     td = cfg.teacher_data
     b = collate(encoded, tokenizer.pad_token_id)
     out = model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device),
@@ -92,40 +95,58 @@ def _teacher_rows(model, tokenizer, encoded: list[dict], cfg, dtype: str, id_dty
     # embedding rows padded past the tokenizer (e.g. 152,064 for 151,936 tokens) are not vocabulary
     logp = torch.log_softmax(out.logits[..., :len(tokenizer)].float(), dim=-1)
     vals, ids = logp.topk(td.top_k, dim=-1)
+    hs, s = td.hidden_stride, td.attention_stride
     # hidden_states[0] is the embedding output; block i's output is hidden_states[i + 1]
-    hidden = torch.stack([out.hidden_states[i + 1] for i in hidden_layers], 1).float().cpu()
-    attn = torch.stack([out.attentions[i] for i in attention_layers], 1).float().cpu()
+    hidden = torch.stack([out.hidden_states[i + 1][:, ::hs] for i in hidden_layers], 1).float().cpu()
+    attn = torch.stack([out.attentions[i][:, :, ::s, ::s] for i in attention_layers], 1).float().cpu()
     vals, ids = vals.cpu(), ids.cpu()
     rows = []
     for i, e in enumerate(encoded):
         n = len(e["input_ids"])
-        nh, na = strided(n, td.hidden_stride), strided(n, td.attention_stride)
-        s = td.attention_stride
+        nh, na = strided(n, hs), strided(n, s)
         rows.append({
             "example_id": e["example_id"], "task": e["task"], "split": e["split"],
             "input_ids": e["input_ids"].tolist(), "prompt_len": e["prompt_len"], "seq_len": n, "label": e["label"],
-            "topk_ids": to_bytes(ids[i, :n], id_dtype),
-            "topk_logprobs": to_bytes(vals[i, :n], dtype),
-            "hidden": to_bytes(hidden[i, :, :n:td.hidden_stride][:, :nh], dtype),
-            "attention": to_bytes(attn[i, :, :, :n:s, :n:s][..., :na, :na], dtype),
+            **encode_signals(e["prompt_len"], ids[i, :n], vals[i, :n], hidden[i, :, :nh],
+                             attn[i, :, :, :na, :na], layout),
         })
     return rows
 
 
-def generate(cfg, teacher_path: str, tokenizer, force: bool = False) -> Path:
+def _open_store(out_dir: Path, fp: str, force: bool) -> dict | None:
+    """The existing manifest of this store, or None to start afresh; refuse one for other inputs."""
+    if not (out_dir / MANIFEST).is_file() or force:
+        return None
+    manifest = read_manifest(out_dir)
+    if manifest.get("fingerprint") != fp:
+        raise TeacherDataError(
+            f"{out_dir / MANIFEST}: written for other inputs (fingerprint {manifest.get('fingerprint')}, "
+            f"expected {fp}); point teacher_data.path at the right directory, or move this folder away "
+            "(or pass --force to overwrite it)")
+    return manifest
+
+
+def store_columns(td, model, id_dtype: str, hidden_layers: list[int], attention_layers: list[int]) -> dict:
+    hidden_dtype = "int8" if td.hidden_encoding == "int8" else td.dtype
+    return {"topk_ids": {"dtype": id_dtype, "k": td.top_k},
+            "topk_logprobs": {"dtype": td.dtype, "k": td.top_k},
+            "hidden": {"dtype": hidden_dtype, "dim": model.config.hidden_size, "layers": hidden_layers},
+            "attention": {"dtype": td.dtype, "heads": model.config.num_attention_heads,
+                          "layers": attention_layers, "rows": td.attention_rows, "packing": "lower_triangle"}}
+
+
+def generate(cfg, teacher_path: str, tokenizer, force: bool = False, progress: bool = False) -> Path:
     """Make sure the teacher store for these inputs exists and is complete; return its dir."""
     from wbvb.evaluate import evaluate
     from wbvb.models import load_model
     from wbvb.trainer import pick_device
 
     out_dir, inputs, fp = store_dir(cfg, teacher_path, tokenizer)
-    manifest = None
-    if (out_dir / MANIFEST).is_file() and not force:
-        manifest = read_manifest(out_dir)
-        if manifest.get("complete") and manifest.get("fingerprint") == fp:
-            log.info("teacher data: reusing %s (fingerprint %s, %d rows)", out_dir, fp, manifest["num_rows"])
-            print(f"teacher data: reusing {out_dir} (fingerprint {fp}, {manifest['num_rows']} rows)", flush=True)
-            return out_dir
+    manifest = _open_store(out_dir, fp, force)
+    if manifest is not None and manifest.get("complete"):
+        log.info("teacher data: reusing %s (fingerprint %s, %d rows)", out_dir, fp, manifest["num_rows"])
+        print(f"teacher data: reusing {out_dir} (fingerprint {fp}, {manifest['num_rows']} rows)", flush=True)
+        return out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     td, device = cfg.teacher_data, pick_device(cfg.training.device)
     model = load_model(teacher_path, need_attentions=True).to(device).eval()
@@ -133,39 +154,36 @@ def generate(cfg, teacher_path: str, tokenizer, force: bool = False) -> Path:
     n_layers = model.config.num_hidden_layers
     hidden_layers = resolve_layers(td.hidden_layers, n_layers, "hidden_layers")
     attention_layers = resolve_layers(td.attention_layers, n_layers, "attention_layers")
-    id_dtype = "int16" if vocab <= 32767 else "int32"
     examples = load_all(cfg.tasks, "train")
     encoded = [encode_example(ex, tokenizer, cfg.training.max_length) for ex in examples]
     encoded.sort(key=lambda e: (len(e["input_ids"]), e["example_id"]))  # length order: little padding
-    if manifest is None or manifest.get("fingerprint") != fp:
+    if manifest is None:
         manifest = {"format_version": FORMAT_VERSION, "fingerprint": fp, "inputs": inputs, "complete": False,
                     "shards": [], "num_rows": 0}
     manifest.update({
         "teacher_path": teacher_path, "vocab_size": vocab, "pad_token_id": tokenizer.pad_token_id,
         "strides": {"hidden": td.hidden_stride, "attention": td.attention_stride},
-        "columns": {"topk_ids": {"dtype": id_dtype, "k": td.top_k},
-                    "topk_logprobs": {"dtype": td.dtype, "k": td.top_k},
-                    "hidden": {"dtype": td.dtype, "dim": model.config.hidden_size, "layers": hidden_layers},
-                    "attention": {"dtype": td.dtype, "heads": model.config.num_attention_heads,
-                                  "layers": attention_layers}},
+        "columns": store_columns(td, model, id_dtype_for(vocab), hidden_layers, attention_layers),
         "teacher_num_layers": n_layers,
     })
-    done = {s["file"] for s in manifest["shards"]}
+    layout = layout_of(manifest)
+    done = {s["file"] for s in manifest["shards"] if (out_dir / s["file"]).is_file()}
+    chunks = list(batched(encoded, td.shard_rows))
+    todo = [(i, c) for i, c in enumerate(chunks) if f"shard-{i:05d}.parquet" not in done]
+    bar = tqdm(total=sum(len(c) for _, c in todo), unit="ex", desc="teacher data", disable=not progress,
+               file=sys.stderr, dynamic_ncols=True)
     t0 = time.perf_counter()
-    for idx, chunk in enumerate(batched(encoded, td.shard_rows)):
-        name = f"shard-{idx:05d}.parquet"
-        if name in done and (out_dir / name).is_file():
-            continue
-        rows = []
-        for b in batched(chunk, td.batch_size):
-            rows.extend(_teacher_rows(model, tokenizer, b, cfg, td.dtype, id_dtype, device,
-                                      hidden_layers, attention_layers))
-        tmp = out_dir / f".{name}.tmp"
-        pq.write_table(pa.Table.from_pylist(rows, schema=arrow_schema()), tmp)
-        os.replace(tmp, out_dir / name)
-        manifest["shards"] = [s for s in manifest["shards"] if s["file"] != name] + [{"file": name, "rows": len(rows)}]
-        manifest["num_rows"] = sum(s["rows"] for s in manifest["shards"])
-        write_json_atomic(out_dir / MANIFEST, manifest)
+    writer = ShardWriter(out_dir, manifest)
+    try:
+        for idx, chunk in todo:
+            rows = []
+            for b in batched(chunk, td.batch_size):
+                rows.extend(teacher_rows(model, tokenizer, b, cfg, layout, device, hidden_layers, attention_layers))
+                bar.update(len(b))
+            writer.submit(f"shard-{idx:05d}.parquet", rows)
+    finally:
+        manifest = writer.close()
+        bar.close()
     eval_examples = load_all(cfg.tasks, "eval")
     tr = cfg.training
     ev = evaluate(model, tokenizer, eval_examples, tr.eval_batch_size, tr.max_new_tokens, tr.max_length, device)

@@ -1,60 +1,131 @@
-"""Check a teacher store before any trial reads it: manifest, files, row counts, tensor shapes, values."""
+"""Check a teacher store before any trial reads it: manifest, files, row counts, tensor shapes, values.
+
+The first problem raises ``TeacherDataError`` naming the shard file, row, column and what was
+expected, with the fix. Nothing is deleted or rewritten here.
+"""
 from __future__ import annotations
 
 import random
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from wbvb.teacher.schema import (BASE_COLUMNS, SIGNAL_COLUMNS, TeacherDataError, decode_row, read_manifest)
+from wbvb.teacher.codec import BadValues, decode_batch
+from wbvb.teacher.schema import BASE_COLUMNS, SIGNAL_COLUMNS, TeacherDataError, arrow_schema, read_manifest
+
+SUM_TOL = 1e-2  # fp16/bf16 rounding of up to a few hundred attention probabilities or top-k masses
 
 
-def verify(data_dir: Path, sample_rows: int = 16, seed: int = 0) -> dict:
-    """Raise TeacherDataError naming shard, row and column on the first problem; else a summary."""
+def open_shard(path: Path, expected_rows: int) -> pq.ParquetFile:
+    """A listed shard that exists, parses, has every column in the right type and the listed row count."""
+    if not path.is_file():
+        raise TeacherDataError(f"{path}: listed in the manifest but missing; resume generation "
+                               "('python -m wbvb.teacher generate --config ...') or point at the right directory")
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as exc:  # noqa: BLE001 - any parse failure means a truncated or corrupt shard
+        raise TeacherDataError(f"{path}: not a readable Parquet file, probably truncated ({exc}); move it away "
+                               "and resume generation to rewrite it") from exc
+    names = pf.schema_arrow.names
+    needed = BASE_COLUMNS + [c for cols in SIGNAL_COLUMNS.values() for c in cols]
+    missing = [c for c in needed if c not in names]
+    if missing:
+        raise TeacherDataError(f"{path}: missing column(s) {', '.join(missing)}; regenerate the teacher data")
+    for field in arrow_schema():
+        got = pf.schema_arrow.field(field.name).type
+        binary_ok = pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type)
+        if got != field.type and not (binary_ok and (pa.types.is_binary(got) or pa.types.is_large_binary(got))):
+            raise TeacherDataError(f"{path}: column {field.name} has type {got}, expected {field.type}; "
+                                   "regenerate the teacher data")
+    if pf.metadata.num_rows != expected_rows:
+        raise TeacherDataError(f"{path}: {pf.metadata.num_rows} rows, the manifest says {expected_rows}; "
+                               "the shard was replaced or truncated: move it away and resume generation")
+    return pf
+
+
+def check_row(where: str, table: pa.Table, manifest: dict) -> None:
+    """Shapes and values of one stored row (a 1-row table)."""
+    row = table.slice(0, 1).to_pylist()[0]
+    n, p, vocab = row["seq_len"], row["prompt_len"], manifest["vocab_size"]
+    if len(row["input_ids"]) != n:
+        raise TeacherDataError(f"{where} column input_ids: {len(row['input_ids'])} ids, expected seq_len = {n}")
+    if not 0 < p < n:
+        raise TeacherDataError(f"{where} column prompt_len: {p}, expected 0 < prompt_len < seq_len = {n}")
+    if min(row["input_ids"]) < 0 or max(row["input_ids"]) >= vocab:
+        raise TeacherDataError(f"{where} column input_ids: ids outside the vocabulary, expected [0, {vocab})")
+    try:
+        b = decode_batch(table, manifest, manifest["pad_token_id"])
+    except BadValues as exc:
+        raise TeacherDataError(f"{where} column {exc.column}: wrong shape: {exc}") from exc
+    for col in ("topk_ids", "topk_logprobs", "hidden", "attention"):
+        if not torch.isfinite(b[col].float()).all():
+            raise TeacherDataError(f"{where} column {col}: contains NaN or Inf, expected finite values")
+    ids, logp = b["topk_ids"][0, :n], b["topk_logprobs"][0, :n].float()
+    if int(ids.min()) < 0 or int(ids.max()) >= vocab:
+        raise TeacherDataError(f"{where} column topk_ids: ids outside [0, {vocab})")
+    if float(logp.max()) > 1e-3:
+        raise TeacherDataError(f"{where} column topk_logprobs: max {float(logp.max()):.3g}, expected log-probs <= 0")
+    if bool((logp[:, 1:] > logp[:, :-1]).any()):
+        pos = int((logp[:, 1:] > logp[:, :-1]).any(-1).nonzero()[0])
+        raise TeacherDataError(f"{where} column topk_logprobs: position {pos} not sorted, expected descending top-k")
+    mass = logp.exp().sum(-1)
+    if float(mass.max()) > 1 + SUM_TOL:
+        raise TeacherDataError(f"{where} column topk_logprobs: top-k mass {float(mass.max()):.4f}, expected <= 1")
+    _check_attention(where, b, manifest)
+
+
+def _check_attention(where: str, b: dict, manifest: dict) -> None:
+    attn = b["attention"][0].float()  # (layers, heads, n_a, n_a), zero above the diagonal
+    rows = b["attention_row_mask"][0] if "attention_row_mask" in b else torch.ones(attn.shape[-1], dtype=torch.bool)
+    if float(attn.min()) < -SUM_TOL:
+        raise TeacherDataError(f"{where} column attention: negative probability {float(attn.min()):.3g}, expected >= 0")
+    sums = attn.sum(-1)[..., rows]
+    if manifest["strides"]["attention"] == 1:
+        bad = (sums - 1).abs() > SUM_TOL
+        expected = "rows summing to 1 over the causal window"
+    else:  # strided keys hold part of each row's mass
+        bad = sums > 1 + SUM_TOL
+        expected = "strided rows summing to <= 1 over the causal window"
+    if bool(bad.any()):
+        worst = float(sums[bad][0])
+        raise TeacherDataError(f"{where} column attention: a row sums to {worst:.4f}, expected {expected}")
+
+
+def stray_shards(data_dir: Path, manifest: dict) -> list[Path]:
+    listed = {s["file"] for s in manifest["shards"]}
+    return [p for p in sorted(data_dir.glob("shard-*.parquet")) if p.name not in listed]
+
+
+def verify(data_dir: Path, sample_rows: int | None = 20, seed: int = 0) -> dict:
+    """Check the manifest against the shards and ``sample_rows`` rows across the store (None: all)."""
     data_dir = Path(data_dir)
     manifest = read_manifest(data_dir)
     if not manifest.get("complete"):
         raise TeacherDataError(f"{data_dir}: teacher data is incomplete (generation was interrupted); "
                                "run the sweep or 'python -m wbvb.teacher generate' again to resume it")
-    rng = random.Random(seed)
-    needed = BASE_COLUMNS + [c for cols in SIGNAL_COLUMNS.values() for c in cols]
-    vocab = manifest["vocab_size"]
+    stray = stray_shards(data_dir, manifest)
+    if stray:
+        raise TeacherDataError(f"{stray[0]}: a shard that {data_dir / 'manifest.json'} does not list, so it is "
+                               "never read; it belongs to another run: move it out of this directory")
+    files = [open_shard(data_dir / s["file"], s["rows"]) for s in manifest["shards"]]
+    starts, total = [], 0
+    for s in manifest["shards"]:
+        starts.append(total)
+        total += s["rows"]
+    if sample_rows is None or sample_rows >= total:
+        picks = list(range(total))
+    else:
+        picks = sorted(random.Random(seed).sample(range(total), sample_rows))
     checked = 0
-    for shard in manifest["shards"]:
-        path = data_dir / shard["file"]
-        if not path.is_file():
-            raise TeacherDataError(f"{path}: listed in the manifest but missing; regenerate the teacher data")
-        try:
-            pf = pq.ParquetFile(path)
-        except Exception as exc:  # noqa: BLE001 - any read failure means a corrupt shard
-            raise TeacherDataError(f"{path}: not a readable Parquet file ({exc}); delete it and resume generation") from exc
-        missing = [c for c in needed if c not in pf.schema_arrow.names]
-        if missing:
-            raise TeacherDataError(f"{path}: missing column(s) {', '.join(missing)}; regenerate the teacher data")
-        if pf.metadata.num_rows != shard["rows"]:
-            raise TeacherDataError(f"{path}: {pf.metadata.num_rows} rows, the manifest says {shard['rows']}")
-        picks = sorted(rng.sample(range(shard["rows"]), min(sample_rows, shard["rows"])))
-        table = pf.read().take(picks)
-        for j, row in enumerate(table.to_pylist()):
-            where = f"{path.name} row {picks[j]}"
-            if len(row["input_ids"]) != row["seq_len"]:
-                raise TeacherDataError(f"{where} column input_ids: {len(row['input_ids'])} ids but seq_len {row['seq_len']}")
-            if not 0 < row["prompt_len"] < row["seq_len"]:
-                raise TeacherDataError(f"{where} column prompt_len: {row['prompt_len']} outside (0, {row['seq_len']})")
-            for col in ("topk_ids", "topk_logprobs", "hidden", "attention"):
-                try:
-                    t = decode_row({**row, **{c: None for c in ("topk_ids", "topk_logprobs", "hidden", "attention")
-                                             if c != col}}, manifest)[col]
-                except ValueError as exc:
-                    raise TeacherDataError(f"{where} column {col}: wrong shape: {exc}") from exc
-                tf = t.float()
-                if not torch.isfinite(tf).all():
-                    raise TeacherDataError(f"{where} column {col}: contains NaN or Inf")
-                if col == "topk_ids" and (int(tf.min()) < 0 or int(tf.max()) >= vocab):
-                    raise TeacherDataError(f"{where} column topk_ids: ids outside [0, {vocab})")
-                if col == "topk_logprobs" and float(tf.max()) > 1e-3:
-                    raise TeacherDataError(f"{where} column topk_logprobs: positive log-probs (max {float(tf.max()):.3g})")
+    for k, (shard, pf) in enumerate(zip(manifest["shards"], files)):
+        local = [g - starts[k] for g in picks if starts[k] <= g < starts[k] + shard["rows"]]
+        if not local:
+            continue
+        table = pf.read().take(local)
+        for j, r in enumerate(local):
+            check_row(f"{data_dir / shard['file']} row {r}", table.slice(j, 1), manifest)
             checked += 1
     return {"dir": str(data_dir), "shards": len(manifest["shards"]), "rows": manifest["num_rows"],
             "rows_checked": checked, "fingerprint": manifest["fingerprint"]}

@@ -1,0 +1,101 @@
+"""Teacher-data generation time vs the teacher's bare forward passes over the same batches.
+
+Generation = forward with hidden states and attention maps + log-softmax/top-k + strided
+selection + encoding + the background shard writer (``teacher.generate.teacher_rows`` and
+``teacher.writer.ShardWriter``, as ``python -m wbvb.teacher generate`` runs them). Bare = the same
+model's forward returning logits only. A random-init Llama-style teacher, scaled down for 2 CPUs:
+vocab 32000, seq 256, k 128, strides 2, 8 heads; hidden size and layers by flag.
+
+    PYTHONPATH=. python benchmarks/teacher_generation.py [--hidden 512 --layers 2 --batches 4]
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from wbvb.batches import collate
+from wbvb.teacher.codec import id_dtype_for
+from wbvb.teacher.generate import teacher_rows
+from wbvb.teacher.schema import FORMAT_VERSION
+from wbvb.teacher.writer import ShardWriter
+
+VOCAB, SEQ, K, HEADS, STRIDE = 32000, 256, 128, 8, 2
+
+
+def teacher(hidden: int, layers: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=hidden, intermediate_size=hidden * 11 // 4,
+                      num_hidden_layers=layers, num_attention_heads=HEADS, num_key_value_heads=HEADS,
+                      max_position_embeddings=SEQ, attn_implementation="eager")
+    torch.manual_seed(0)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def batches(n_batches: int, batch_size: int):
+    rng = np.random.default_rng(0)
+    out = []
+    for b in range(n_batches):
+        out.append([{"example_id": f"ex{b}-{i}", "task": "t", "split": "train", "label": "", "prompt_len": SEQ // 2,
+                     "input_ids": rng.integers(0, VOCAB, SEQ).astype(np.int32)} for i in range(batch_size)])
+    return out
+
+
+@torch.no_grad()
+def bare(model, data) -> float:
+    t0 = time.perf_counter()
+    for b in data:
+        c = collate(b, 0)
+        model(input_ids=c["input_ids"], attention_mask=c["attention_mask"]).logits.float()
+    return time.perf_counter() - t0
+
+
+def generation(model, data, out_dir: Path) -> float:
+    td = SimpleNamespace(top_k=K, hidden_stride=STRIDE, attention_stride=STRIDE)
+    cfg = SimpleNamespace(teacher_data=td)
+    layout = {"topk_ids": id_dtype_for(VOCAB), "topk_logprobs": "float16", "hidden": "float16",
+              "attention": "float16", "attention_stride": STRIDE, "attention_rows": "all"}
+    manifest = {"format_version": FORMAT_VERSION, "shards": [], "num_rows": 0}
+    out_dir.mkdir(parents=True)
+    layer = model.config.num_hidden_layers - 1
+    t0 = time.perf_counter()
+    writer = ShardWriter(out_dir, manifest)
+    for i, b in enumerate(data):
+        rows = teacher_rows(model, SimpleNamespace(pad_token_id=0), b, cfg, layout, "cpu", [layer], [layer])
+        writer.submit(f"shard-{i:05d}.parquet", rows)
+    writer.close()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--hidden", type=int, default=512)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--batches", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    model = teacher(args.hidden, args.layers)
+    data = batches(args.batches, args.batch_size)
+    bare(model, data[:1])  # warm-up
+    with tempfile.TemporaryDirectory(prefix="wt4-gen-") as tmp:
+        # alternate and keep the best of each: the machine is shared, the best run is the least disturbed
+        t_bare, t_gen = float("inf"), float("inf")
+        for r in range(args.rounds):
+            t_bare = min(t_bare, bare(model, data))
+            t_gen = min(t_gen, generation(model, data, Path(tmp) / f"round-{r}"))
+    rows = args.batches * args.batch_size
+    print(f"generation_model: hidden={args.hidden} layers={args.layers} heads={HEADS} vocab={VOCAB} seq={SEQ}")
+    print(f"bare_forward_rows_per_s: {rows / t_bare:.2f}")
+    print(f"generation_rows_per_s: {rows / t_gen:.2f}")
+    print(f"generation_over_bare_forward: {t_gen / t_bare:.3f}")
+
+
+if __name__ == "__main__":
+    main()

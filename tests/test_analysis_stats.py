@@ -1,0 +1,101 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from wbvb.analysis import stats
+
+from result_runs import known_effect_run
+
+
+def test_t_interval_by_hand():
+    lo, hi = stats.t_interval(np.array([0.01, 0.02, 0.03, 0.04, 0.05]))
+    # mean 0.03, sd 0.0158114, sem 0.0070711, t(0.975, 4) = 2.776445
+    assert lo == pytest.approx(0.03 - 2.776445 * 0.0070711, abs=1e-6)
+    assert hi == pytest.approx(0.03 + 2.776445 * 0.0070711, abs=1e-6)
+    assert all(math.isnan(x) for x in stats.t_interval(np.array([0.5])))
+
+
+def test_holm_by_hand():
+    # sorted: 0.01*3 = 0.03; 0.03*2 = 0.06; 0.04*1 = 0.04 -> monotone 0.06
+    adj = stats.holm([0.01, 0.04, 0.03, float("nan")])
+    assert adj[:3] == pytest.approx([0.03, 0.06, 0.06]) and math.isnan(adj[3])
+    assert stats.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+
+
+def test_paired_test_matches_scipy():
+    a = np.array([0.61, 0.64, 0.58, 0.66, 0.63, 0.60, 0.65])
+    b = np.array([0.59, 0.60, 0.57, 0.62, 0.61, 0.60, 0.61])
+    r = stats.paired_test(a - b)
+    assert r["n"] == 7 and r["mean_diff"] == pytest.approx(np.mean(a - b))
+    assert r["p_ttest"] == pytest.approx(sps.ttest_rel(a, b).pvalue)
+    assert r["p_wilcoxon"] == pytest.approx(sps.wilcoxon(a, b).pvalue)
+    assert r["cohens_dz"] == pytest.approx(np.mean(a - b) / np.std(a - b, ddof=1))
+    ci = sps.ttest_rel(a, b).confidence_interval(0.95)
+    assert (r["ci_low"], r["ci_high"]) == pytest.approx((ci.low, ci.high))
+
+
+def test_fewer_than_three_pairs_are_not_tested():
+    r = stats.paired_test(np.array([0.02, 0.03]))
+    assert r["status"].startswith("not enough seeds") and math.isnan(r["p_ttest"])
+
+
+def test_identical_arms_give_p_one_not_an_error():
+    r = stats.paired_test(np.zeros(4))
+    assert r["p_ttest"] == 1.0 and r["p_wilcoxon"] == 1.0 and math.isnan(r["cohens_dz"])
+
+
+def _selected(tmp_path, **kw):
+    from wbvb.analysis.results import load_run
+
+    run = load_run(known_effect_run(tmp_path / "run", **kw))
+    return stats.select_epoch(run.rows, "final")
+
+
+def test_known_effect_is_found_exactly_after_holm(tmp_path):
+    comp = stats.compare(_selected(tmp_path))
+    # 3 tasks x (3 types vs black_box + 4 types vs sft): sft vs black_box appears once
+    assert len(comp) == 21 and comp["family_size"].eq(21).all()
+    hits = set(comp[comp.significant].apply(lambda r: (r.task, r.distill_type, r.baseline), axis=1))
+    assert hits == {("arithmetic", "hidden_state", "black_box"), ("arithmetic", "hidden_state", "sft")}
+    hit = comp[(comp.task == "arithmetic") & (comp.distill_type == "hidden_state") & (comp.baseline == "black_box")].iloc[0]
+    assert hit["mean_diff"] == pytest.approx(0.03, abs=0.006) and hit["ci_low"] > 0 and hit["cohens_dz"] > 2
+
+
+def test_comparison_rows_match_scipy_and_holm_is_over_the_family(tmp_path):
+    sel = _selected(tmp_path)
+    comp = stats.compare(sel)
+    row = comp[(comp.task == "sentiment") & (comp.distill_type == "attention") & (comp.baseline == "sft")].iloc[0]
+    a = sel[sel.distill_type == "attention"].set_index("seed")["validation_accuracy_sentiment"].sort_index()
+    b = sel[sel.distill_type == "sft"].set_index("seed")["validation_accuracy_sentiment"].sort_index()
+    assert row["p_ttest"] == pytest.approx(sps.ttest_rel(a, b).pvalue)
+    assert row["p_wilcoxon"] == pytest.approx(sps.wilcoxon(a, b).pvalue)
+    assert list(comp["p_ttest_holm"]) == pytest.approx(stats.holm(list(comp["p_ttest"])))
+
+
+def test_two_seeds_report_not_enough_seeds(tmp_path):
+    comp = stats.compare(_selected(tmp_path, seeds=range(2)))
+    assert comp["status"].str.startswith("not enough seeds").all() and not comp["significant"].any()
+
+
+def test_aggregate_has_ci_min_max_and_reference_rows(tmp_path):
+    sel = _selected(tmp_path)
+    agg = stats.aggregate(sel, {"arithmetic": 0.61}).set_index(["distill_type", "task"])
+    vals = sel[sel.distill_type == "black_box"]["validation_accuracy_arithmetic"].to_numpy()
+    row = agg.loc[("black_box", "arithmetic")]
+    assert row["n"] == 7 and row["mean"] == pytest.approx(vals.mean()) and row["max"] == pytest.approx(vals.max())
+    ci = sps.t.interval(0.95, 6, loc=vals.mean(), scale=sps.sem(vals))
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(ci)
+    assert agg.loc[("teacher", "arithmetic"), "reference"] and agg.loc[("sft", "arithmetic"), "reference"]
+    assert not agg.loc[("black_box", "arithmetic"), "reference"]
+
+
+def test_epoch_selection_final_best_and_fixed():
+    df = pd.DataFrame({"run_id": "r", "trial_name": "a", "epoch": [1, 2, 3], "val_acc": [0.2, 0.7, 0.5]})
+    assert list(stats.select_epoch(df, "final")["epoch"]) == [3]
+    assert list(stats.select_epoch(df, "best")["epoch"]) == [2]
+    assert list(stats.select_epoch(df, "1")["val_acc"]) == [0.2]
+    with pytest.raises(ValueError, match="no trial reported epoch 9"):
+        stats.select_epoch(df, "9")

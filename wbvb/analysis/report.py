@@ -1,0 +1,102 @@
+"""report.md: the setup, the tables, the figures and the caveats a reviewer asks about first."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from wbvb.analysis import tables
+from wbvb.analysis.results import Run, write_text_atomic
+from wbvb.analysis.stats import ALPHA, MIN_SEEDS, epoch_phrase
+
+
+def _setup(run: Run) -> list[str]:
+    c, t = run.config, run.teacher
+    if not c:
+        return [f"- run `{run.run_id}`: no config.json beside the results, so the setup is unknown"]
+    m, td, tr, loss, sw = (c.get(k, {}) for k in ("models", "teacher_data", "training", "loss", "sweep"))
+    tasks = ", ".join(f"{x['name']} ({x.get('source', '?')}: {x.get('n_train', '?')} train / "
+                      f"{x.get('n_eval', '?')} eval)" for x in c.get("tasks", []))
+    lines = [f"- run `{run.run_id}` (started {run.started_at or 'unknown'}), folder `{run.folder}`",
+             f"- teacher `{m.get('teacher')}` -> student `{m.get('student')}`"
+             + (f"; teacher data fingerprint `{t['fingerprint']}`" if t.get("fingerprint") else ""),
+             f"- tasks: {tasks}",
+             f"- teacher signal: top-k = {td.get('top_k')}, hidden stride {td.get('hidden_stride')}, "
+             f"attention stride {td.get('attention_stride')}, stored as {td.get('dtype')}",
+             f"- training: {tr.get('epochs')} epochs, batch {tr.get('batch_size')}, lr {tr.get('lr')}; loss weights "
+             f"α={loss.get('alpha')}, β={loss.get('beta')}, γ₁={loss.get('gamma_hidden')}, "
+             f"γ₂={loss.get('gamma_attention')}, T={loss.get('temperature')}",
+             f"- distill types {', '.join(sw.get('distill_types', []))} × seeds {sw.get('seeds')}"]
+    if t.get("teacher_accuracy"):
+        lines.append("- teacher accuracy: " + ", ".join(f"{k} {v:.3f}" for k, v in t["teacher_accuracy"].items()))
+    return lines
+
+
+def _caveats(runs: list[Run], df: pd.DataFrame, selected: pd.DataFrame, comp: pd.DataFrame, epoch: str,
+             missing: dict) -> list[str]:
+    n = selected.groupby(["run_id", "distill_type"]).size()
+    out = [f"- **Seeds**: {_span(n.min(), n.max())} per distill type. Confidence intervals use the t-distribution "
+           f"over seeds; with few seeds they are wide and the tests have little power."]
+    if not comp.empty:
+        tested = comp[comp.status == "ok"]
+        fam = tested.groupby("run_id")["family_size"].first()
+        if tested.empty:
+            out.append(f"- **No tests**: no comparison has {MIN_SEEDS} or more seeds paired with its baseline, so "
+                       "no p-value is given and no difference can be called significant.")
+        else:
+            out.append(f"- **Multiple comparisons**: p-values are Holm-corrected over the {', '.join(map(str, fam))} "
+                       f"comparisons of each run (each type vs black_box and vs sft, per task); marks use the "
+                       f"corrected paired t-test at α = {ALPHA} (*** < 0.001, ** < 0.01, * < 0.05, ns otherwise).")
+            pairs, family = int(tested["n"].max()), int(fam.max())
+            floor = family * 2 / 2 ** pairs  # smallest exact two-sided Wilcoxon p, times the Holm factor
+            if floor >= ALPHA:
+                out.append(f"- **Wilcoxon**: with {pairs} pairs its smallest possible p is {2 / 2 ** pairs:.4f}, "
+                           f"{floor:.3f} after Holm over {family}: it cannot be significant here; read it as a "
+                           "check on the sign, not as a test.")
+        short = comp[comp.status != "ok"]
+        if len(short):
+            out.append(f"- **Not tested**: {len(short)} comparisons have fewer than {MIN_SEEDS} seeds paired with "
+                       f"their baseline; they are listed but carry no p-value.")
+    if epoch == "best":
+        out.append("- **Epoch selection**: each trial's best epoch by validation accuracy, measured on the same "
+                   "validation data it is selected on: optimistic, biased upwards.")
+    elif epoch == "final":
+        out.append("- **Epoch selection**: the final epoch of each trial; nothing is selected on validation data.")
+    else:
+        out.append(f"- **Epoch selection**: epoch {epoch}, fixed by the analyst; if it was chosen after looking at "
+                   "these curves, it was selected on validation data.")
+    for run in runs:
+        evals = [x.get("n_eval") for x in run.config.get("tasks", []) if x.get("n_eval")]
+        if evals:
+            out.append(f"- **Granularity** ({run.run_id}): each task is scored on {_span(min(evals), max(evals))} "
+                       f"validation examples, so one example moves accuracy by up to {1 / min(evals):.3f}.")
+        n_missing, n_expected = missing.get(run.run_id, (0, None))
+        if n_missing:
+            out.append(f"- **Incomplete** ({run.run_id}): {n_missing} of {n_expected} trials have "
+                       "no results yet; the numbers will change when they report.")
+    short = df.groupby(["run_id", "trial_name"]).ngroups - len(selected)
+    if short:
+        out.append(f"- **Left out**: {short} trials have not reported {epoch_phrase(epoch)} and are not in the tables.")
+    return out
+
+
+def _span(lo: int, hi: int) -> str:
+    return f"{lo}" if lo == hi else f"{lo}–{hi}"
+
+
+def write_report(path: Path, runs: list[Run], df: pd.DataFrame, selected: pd.DataFrame, agg: pd.DataFrame,
+                 comp: pd.DataFrame, figures: list[Path], epoch: str, missing: dict) -> Path:
+    parts = ["# Distillation study report", "", "## Setup", ""]
+    for run in runs:
+        parts += _setup(run)
+    parts += ["", f"## Accuracy per distill type and task ({epoch_phrase(epoch)})", "",
+              "Accuracy is the fraction of validation examples answered correctly. `(ref)` marks the reference "
+              "rows: the `sft` control (no teacher signal) and the teacher itself.", "",
+              tables.aggregate_table(agg, "markdown"), "",
+              "## Paired comparisons", "",
+              "Δ acc = distill type − baseline, paired by seed (positive: the distill type is better).", "",
+              tables.comparison_table(comp, "markdown"), "", "## Figures", ""]
+    parts += [f"![{f.stem}]({f.name})" for f in figures] or ["(no figures)"]
+    parts += ["", "## Caveats", ""] + _caveats(runs, df, selected, comp, epoch, missing) + [""]
+    write_text_atomic("\n".join(parts), path)
+    return path

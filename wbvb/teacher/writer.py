@@ -1,0 +1,65 @@
+"""A background shard writer: Parquet encoding and disk I/O overlap the teacher's forward passes.
+
+Each shard is written to a hidden temporary name, renamed into place, and only then listed in
+``manifest.json`` (rewritten atomically), so a killed run leaves either a listed, complete shard
+or nothing that is ever read.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from wbvb.teacher.schema import MANIFEST, TENSOR_COLUMNS, arrow_schema, write_json_atomic
+
+
+def write_shard(path: Path, rows: list[dict]) -> None:
+    """Rows -> one Parquet file, one row group; tensor columns unencoded by dictionaries or stats."""
+    table = pa.Table.from_pylist(rows, schema=arrow_schema())
+    tmp = path.parent / f".{path.name}.tmp"
+    plain = [c for c in arrow_schema().names if c not in TENSOR_COLUMNS]
+    pq.write_table(table, tmp, row_group_size=max(len(rows), 1), compression="zstd", compression_level=1,
+                   use_dictionary=["task", "split"], write_statistics=plain)
+    os.replace(tmp, path)
+
+
+class ShardWriter:
+    """Writes shards on a thread while the caller computes the next ones; errors surface on close."""
+
+    def __init__(self, out_dir: Path, manifest: dict, max_pending: int = 2):
+        self.out_dir, self.manifest = out_dir, manifest
+        self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="wbvb-shard-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, name: str, rows: list[dict]) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put((name, rows))
+
+    def close(self) -> dict:
+        """Wait for every submitted shard; return the manifest as last written."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.manifest
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is not None:
+                continue
+            name, rows = item
+            try:
+                write_shard(self.out_dir / name, rows)
+                shards = [s for s in self.manifest["shards"] if s["file"] != name] + [{"file": name, "rows": len(rows)}]
+                self.manifest["shards"] = sorted(shards, key=lambda s: s["file"])
+                self.manifest["num_rows"] = sum(s["rows"] for s in self.manifest["shards"])
+                write_json_atomic(self.out_dir / MANIFEST, self.manifest)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                self._error = exc
