@@ -20,7 +20,7 @@ TINY = {
                      "verify_rows": 4},
     "training": {"epochs": 1, "batch_size": 8, "max_length": 96, "eval_batch_size": 32, "max_new_tokens": 12,
                  "device": "cpu"},
-    "sweep": {"name": "tiny", "distill_types": ["sft", "black_box", "hidden_state", "attention", "combined"],
+    "sweep": {"name": "tiny", "distill_types": ["sft", "seq_kd", "black_box", "hidden_state", "attention", "combined"],
               "seeds": [0], "cpus_per_trial": 0.5, "data_cpus": 0.25, "headroom_cpus": 0.5,
               "stall_timeout_s": 120},
 }

@@ -16,7 +16,7 @@ def ray_2cpu():
     ray.shutdown()
 
 
-def test_five_trials_on_two_cpus_end_to_end(tiny_cfg, ray_2cpu, capsys):
+def test_six_trials_on_two_cpus_end_to_end(tiny_cfg, ray_2cpu, capsys):
     from wbvb.sweep import run_sweep
 
     result = run_sweep(tiny_cfg)
@@ -31,6 +31,9 @@ def test_five_trials_on_two_cpus_end_to_end(tiny_cfg, ray_2cpu, capsys):
         assert summary[col].notna().all(), col
     by_type = summary.set_index("distill_type")
     assert by_type.loc["sft", "kd_loss"] == 0 and by_type.loc["black_box", "kd_loss"] > 0
+    assert by_type.loc["seq_kd", "kd_loss"] == 0 and by_type.loc["seq_kd", "align_hidden_loss"] == 0
+    assert (tiny_cfg.teacher_data_dir / json.loads((run / "teacher.json").read_text())["fingerprint"]
+            / "seq_kd_answers.parquet").is_file()
     assert by_type.loc["hidden_state", "align_hidden_loss"] > 0 and by_type.loc["attention", "align_attn_loss"] > 0
     assert by_type.loc["combined", "align_hidden_loss"] > 0 and by_type.loc["combined", "align_attn_loss"] > 0
     for name in names:

@@ -16,10 +16,11 @@ from typing import Any, Optional
 
 import yaml
 
-DISTILL_TYPES = ("sft", "black_box", "hidden_state", "attention", "combined")
+DISTILL_TYPES = ("sft", "seq_kd", "black_box", "hidden_state", "attention", "combined")
 # Which teacher signals each distill type reads (column projection follows from this).
 SIGNALS_BY_TYPE = {
     "sft": (),
+    "seq_kd": (),  # trains on the teacher's generated answers (text), never on its tensors
     "black_box": ("topk",),
     "hidden_state": ("topk", "hidden"),
     "attention": ("topk", "attention"),
@@ -44,6 +45,7 @@ class PresetConfig:
     student_hidden: int = 64
     student_heads: int = 2
     max_position_embeddings: int = 256
+    corpus: str = "quickstart"  # tokenizer training text: quickstart (generated tasks) | tasks (the config's train text)
 
 
 @dataclass
@@ -62,11 +64,21 @@ class ModelsConfig:
 class TaskConfig:
     """One task family: where its examples come from and how many to use."""
 
-    name: str = "sentiment"
-    source: str = "quickstart"  # quickstart: generated locally, seeded
-    n_train: int = 1000
-    n_eval: int = 200
-    seed: int = 0
+    name: str = "sentiment"  # metric suffix: validation_accuracy_<name>
+    source: str = "quickstart"  # quickstart (generated) | local (original files) | hub | jsonl | parquet
+    family: str = ""  # real tasks: sst2 | mmlu | gsm8k (empty: the name)
+    path: str = ""  # local/jsonl/parquet folder; relative to the repo root; default ../shared/data/<family>
+    n_train: int = 1000  # real tasks: 0 takes the whole split
+    n_eval: int = 200  # real tasks: 0 takes the whole split (final evaluation)
+    seed: int = 0  # sampling seed
+    subjects: list[str] = field(default_factory=list)  # MMLU subject filter (empty: all 57)
+    train_split: str = ""  # empty: sst2 train, mmlu test, gsm8k train
+    eval_split: str = ""  # empty: sst2 dev, mmlu val, gsm8k test
+    train_shots: int = 0  # k-shot exemplars in training/teacher prompts (MMLU: from dev; else from train)
+    eval_shots: int = 0  # k-shot exemplars in evaluation prompts (MMLU 5-shot: 5)
+    fields: dict[str, str] = field(default_factory=dict)  # jsonl/parquet: {canonical field: file column}
+    hub_name: str = ""  # hub: dataset name override (default glue | cais/mmlu | openai/gsm8k)
+    hub_config: str = ""  # hub: config override (default sst2 | all | main)
 
 
 @dataclass
@@ -293,15 +305,8 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     names = [t.name for t in cfg.tasks]
     if len(set(names)) != len(names):
         raise ConfigError(f"tasks: each task name may appear once, got {names}")
-    from wbvb.tasks import TASK_NAMES  # local import: tasks import config
-
     for i, t in enumerate(cfg.tasks):
-        if t.source == "quickstart" and t.name not in TASK_NAMES:
-            raise ConfigError(f"tasks[{i}].name: unknown quickstart task '{t.name}'; choose from {', '.join(TASK_NAMES)}")
-        if t.source != "quickstart":
-            raise ConfigError(f"tasks[{i}].source: unknown source '{t.source}'; this version supports: quickstart")
-        if t.n_train < 1 or t.n_eval < 1:
-            raise ConfigError(f"tasks[{i}]: n_train and n_eval must be >= 1")
+        _validate_task(t, f"tasks[{i}]")
     td = cfg.teacher_data
     if td.top_k < 1:
         raise ConfigError("teacher_data.top_k must be >= 1")
@@ -340,6 +345,8 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
                               "pass --deepspeed-config sweeps/ds_config_zero3.json")
         if not Path(tr.deepspeed_config).expanduser().is_file():
             raise ConfigError(f"training.deepspeed_config: no such file '{tr.deepspeed_config}'")
+    if cfg.models.preset.corpus not in ("quickstart", "tasks"):
+        raise ConfigError(f"models.preset.corpus '{cfg.models.preset.corpus}': choose quickstart or tasks")
     _validate_loss(cfg.loss)
     _validate_alignment(cfg.alignment)
     sw = cfg.sweep
@@ -361,6 +368,29 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     return cfg
 
 
+def _validate_task(t: TaskConfig, where: str) -> None:
+    from wbvb.tasks import TASK_NAMES  # local import: tasks import config
+    from wbvb.tasks.real import SOURCES, validate_task
+
+    if t.source not in SOURCES:
+        raise ConfigError(f"{where}.source: unknown source '{t.source}'; choose {' | '.join(SOURCES)}")
+    if t.source != "quickstart":
+        errs = validate_task(t, where)
+        if errs:
+            raise ConfigError(errs[0])
+        return
+    if t.name not in TASK_NAMES:
+        raise ConfigError(f"{where}.name: unknown quickstart task '{t.name}'; choose from {', '.join(TASK_NAMES)}")
+    if t.n_train < 1 or t.n_eval < 1:
+        raise ConfigError(f"{where}: n_train and n_eval must be >= 1")
+    default = TaskConfig()
+    real_only = [f.name for f in dataclasses.fields(TaskConfig)
+                 if f.name not in QUICKSTART_TASK_KEYS and getattr(t, f.name) != getattr(default, f.name)]
+    if real_only:
+        raise ConfigError(f"{where}.{real_only[0]}: only real tasks (source local, hub, jsonl, parquet) use it")
+
+
+QUICKSTART_TASK_KEYS = ("name", "source", "n_train", "n_eval", "seed")
 LOSS_CHOICES = {"kd_divergence": ("forward_kl", "reverse_kl", "jsd"), "hidden_loss": ("mse", "cosine", "cka"),
                 "attention_loss": ("mse", "kl"), "balancing": ("none", "kd_magnitude")}
 MAP_CHOICES = {"hidden_map": ("last", "uniform", "explicit"), "attention_map": ("last", "uniform", "explicit"),

@@ -1,38 +1,37 @@
-"""Per-task accuracy with each task's own protocol.
+"""Per-task accuracy with each task's own protocol, as lm-evaluation-harness scores it.
 
-Choice tasks (sentiment, multiple choice) are scored by the log-likelihood of each choice
-continuation after the prompt (argmax wins); generation tasks (arithmetic) by greedy decoding
-and exact match of the number after ``####``. Teacher-forced first-token matching is not used:
-it is not an accuracy anyone can compare.
+Choice tasks (SST-2, MMLU and their quickstart stand-ins) are scored by the log-likelihood of
+each choice continuation after the prompt (argmax wins); the length-normalised variant divides
+by the continuation's length in characters (the harness's ``acc_norm``: tokenizer-independent,
+so teacher and student compare). Generation tasks (GSM8K, arithmetic) are scored by batched
+greedy decoding with a KV cache, stopped at the next ``Question:`` or EOS, and exact match of
+the number after ``####`` (strict) and of the last number in the text (flexible).
+Teacher-forced first-token matching is not used: it is not an accuracy anyone can compare.
 """
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 
 import torch
 
 from wbvb.batches import batched, collate, encode_example, prompt_ids
+from wbvb.extract import extract_flexible, extract_strict
 from wbvb.losses import task_loss
 
-_ANSWER_RE = re.compile(r"####\s*\$?(-?[\d,]*\.?\d+)")
-
-
-def extract_answer(text: str) -> str | None:
-    """The number after '####' (commas and '$' ignored), or None."""
-    m = _ANSWER_RE.search(text)
-    return m.group(1).replace(",", "") if m else None
+STOP_STRINGS = ("Question:",)  # a generation ends where the model starts the next question
+extract_answer = extract_strict  # the gold/strict extraction, under its earlier name
 
 
 @torch.no_grad()
-def _choice_predictions(model, tokenizer, examples, batch_size: int, device) -> list[bool]:
+def choice_loglikelihoods(model, tokenizer, examples, batch_size: int, device) -> list[list[float]]:
+    """Summed log-probability of each choice continuation given the prompt, per example."""
     pairs = []  # (example index, choice index, ids, prompt_len)
     for i, ex in enumerate(examples):
         p = prompt_ids(tokenizer, ex.prompt)
         for j, choice in enumerate(ex.choices):
             c = tokenizer(choice, add_special_tokens=False)["input_ids"]
             pairs.append((i, j, p + c, len(p)))
-    scores = defaultdict(dict)
+    scores = [[0.0] * len(ex.choices) for ex in examples]
     for chunk in batched(pairs, batch_size):
         rows = [{"example_id": "", "input_ids": ids, "prompt_len": pl} for _, _, ids, pl in chunk]
         b = collate(rows, tokenizer.pad_token_id)
@@ -42,15 +41,41 @@ def _choice_predictions(model, tokenizer, examples, batch_size: int, device) -> 
         ll = (tok_lp * b["answer_mask"][:, 1:].to(device)).sum(-1)
         for (i, j, _, _), v in zip(chunk, ll.tolist()):
             scores[i][j] = v
-    out = []
-    for i, ex in enumerate(examples):
-        best = max(scores[i], key=scores[i].get)
-        out.append(ex.choices[best].strip() == ex.label)
-    return out
+    return scores
+
+
+def choice_hits(examples, scores: list[list[float]]) -> tuple[list[bool], list[bool]]:
+    """(plain, length-normalised) correctness per example; ties go to the first choice."""
+    plain, norm = [], []
+    for ex, s in zip(examples, scores):
+        normed = [v / max(len(c), 1) for v, c in zip(s, ex.choices)]
+        plain.append(ex.choices[s.index(max(s))].strip() == ex.label)
+        norm.append(ex.choices[normed.index(max(normed))].strip() == ex.label)
+    return plain, norm
+
+
+def cut_at_stop(text: str) -> str:
+    for stop in STOP_STRINGS:
+        text = text.split(stop)[0]
+    return text
+
+
+class _StopAtText:
+    """Per-sequence stopping criterion: done once the new text holds a stop string."""
+
+    def __init__(self, tokenizer, prompt_len: int):
+        self.tokenizer, self.prompt_len = tokenizer, prompt_len
+
+    def __call__(self, input_ids, scores, **kwargs):
+        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_len:], skip_special_tokens=True)
+        return torch.tensor([any(s in t for s in STOP_STRINGS) for t in texts], device=input_ids.device)
 
 
 @torch.no_grad()
-def _generation_predictions(model, tokenizer, examples, batch_size: int, max_new_tokens: int, device) -> list[bool]:
+def generate_answers(model, tokenizer, examples, batch_size: int, max_new_tokens: int, device) -> list[str]:
+    """Greedy continuations of each prompt (left-padded batches, KV cache), cut at the stop string."""
+    from transformers import StoppingCriteriaList
+
     out = []
     pad = tokenizer.pad_token_id
     for chunk in batched(examples, batch_size):
@@ -62,13 +87,18 @@ def _generation_predictions(model, tokenizer, examples, batch_size: int, max_new
             ids[i, n - len(p):] = torch.tensor(p)
             mask[i, n - len(p):] = 1
         gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
-                             max_new_tokens=max_new_tokens, pad_token_id=pad,
-                             eos_token_id=tokenizer.eos_token_id)
-        texts = tokenizer.batch_decode(gen[:, n:], skip_special_tokens=True)
-        for ex, text in zip(chunk, texts):
-            text = text.split("\nQuestion:")[0]
-            out.append(extract_answer(text) == ex.label)
+                             max_new_tokens=max_new_tokens, pad_token_id=pad, use_cache=True,
+                             eos_token_id=tokenizer.eos_token_id,
+                             stopping_criteria=StoppingCriteriaList([_StopAtText(tokenizer, n)]))
+        out += [cut_at_stop(t) for t in tokenizer.batch_decode(gen[:, n:], skip_special_tokens=True)]
     return out
+
+
+def generation_hits(examples, texts: list[str]) -> tuple[list[bool], list[bool]]:
+    """(strict, flexible) exact match of each generated text against the gold number."""
+    strict = [extract_strict(t) == ex.label for ex, t in zip(examples, texts)]
+    flexible = [extract_flexible(t) == ex.label for ex, t in zip(examples, texts)]
+    return strict, flexible
 
 
 @torch.no_grad()
@@ -86,23 +116,34 @@ def validation_loss(model, tokenizer, examples, batch_size: int, max_length: int
 
 def evaluate(model, tokenizer, examples, batch_size: int = 64, max_new_tokens: int = 24,
              max_length: int = 128, device="cpu") -> dict:
-    """{'accuracy': {task: acc}, 'n': {task: n}, 'val_acc': example-weighted mean, 'validation_loss'}."""
+    """{'accuracy': {task: acc}, 'accuracy_norm' (choice tasks), 'accuracy_flexible' (generation
+    tasks), 'n': {task: n}, 'val_acc': example-weighted mean of 'accuracy', 'validation_loss'}."""
     was_training = model.training
     model.eval()
     by_task = defaultdict(list)
     for ex in examples:
         by_task[ex.task].append(ex)
-    acc, n = {}, {}
+    acc, acc_norm, acc_flexible, n = {}, {}, {}, {}
     for task, exs in by_task.items():
         if exs[0].scoring == "choice":
-            hits = _choice_predictions(model, tokenizer, exs, batch_size, device)
+            hits, norm = choice_hits(exs, choice_loglikelihoods(model, tokenizer, exs, batch_size, device))
+            acc_norm[task] = sum(norm) / len(norm)
         else:
-            hits = _generation_predictions(model, tokenizer, exs, batch_size, max_new_tokens, device)
+            texts = generate_answers(model, tokenizer, exs, batch_size, max_new_tokens, device)
+            hits, flexible = generation_hits(exs, texts)
+            acc_flexible[task] = sum(flexible) / len(flexible)
         acc[task] = sum(hits) / len(hits)
         n[task] = len(hits)
     total = sum(n.values())
-    result = {"accuracy": acc, "n": n,
+    result = {"accuracy": acc, "accuracy_norm": acc_norm, "accuracy_flexible": acc_flexible, "n": n,
               "val_acc": sum(acc[t] * n[t] for t in acc) / max(total, 1),
               "validation_loss": validation_loss(model, tokenizer, examples, batch_size, max_length, device)}
     model.train(was_training)
     return result
+
+
+def accuracy_metrics(ev: dict) -> dict:
+    """The per-task metric columns of one evaluation (names in DESIGN: trial metrics)."""
+    return {**{f"validation_accuracy_{t}": a for t, a in ev["accuracy"].items()},
+            **{f"validation_accuracy_norm_{t}": a for t, a in ev["accuracy_norm"].items()},
+            **{f"validation_accuracy_flexible_{t}": a for t, a in ev["accuracy_flexible"].items()}}

@@ -16,7 +16,7 @@ def resolve_model_paths(cfg) -> dict[str, str]:
         if is_preset(name):
             if name != "preset:tiny":
                 raise ConfigError(f"models.{role}: unknown preset '{name}'; the built-in preset is 'preset:tiny'")
-            preset_paths = preset_paths or ensure_preset(cfg.models.preset, cfg.cache_dir)
+            preset_paths = preset_paths or ensure_preset(cfg.models.preset, cfg.cache_dir, cfg.tasks)
             out[role] = str(preset_paths[role])
         else:
             out[role] = name

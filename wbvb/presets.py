@@ -22,12 +22,25 @@ def is_preset(name: str) -> bool:
     return name.startswith("preset:")
 
 
-def _preset_key(preset_cfg) -> str:
+def _preset_key(preset_cfg, tasks=()) -> str:
+    from wbvb.tasks import task_identity
     from wbvb.tasks.quickstart import GENERATOR_VERSION  # the tokenizer is trained on task text
 
-    blob = json.dumps({"format": PRESET_FORMAT, "tasks": GENERATOR_VERSION, **dataclasses.asdict(preset_cfg)},
-                      sort_keys=True)
+    fields = dataclasses.asdict(preset_cfg)
+    if preset_cfg.corpus == "quickstart":
+        fields.pop("corpus")  # keys of presets built before the option existed stay valid
+        corpus = GENERATOR_VERSION
+    else:
+        corpus = [task_identity(t) for t in tasks]
+    blob = json.dumps({"format": PRESET_FORMAT, "tasks": corpus, **fields}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _tasks_corpus(tasks) -> list[str]:
+    """Train-split text of the configured tasks (real tasks need their own words in the vocabulary)."""
+    from wbvb.tasks import load_all
+
+    return [ex.prompt + ex.answer for ex in load_all(tasks, "train")]
 
 
 def _corpus() -> list[str]:
@@ -43,7 +56,7 @@ def _corpus() -> list[str]:
     return text
 
 
-def build_tokenizer(vocab_size: int):
+def build_tokenizer(vocab_size: int, corpus: list[str] | None = None):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -56,7 +69,7 @@ def build_tokenizer(vocab_size: int):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_corpus(), trainer=trainer)
+    tok.train_from_iterator(corpus if corpus is not None else _corpus(), trainer=trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         pad_token=SPECIAL_TOKENS["pad"], bos_token=SPECIAL_TOKENS["bos"],
@@ -79,9 +92,14 @@ def build_model(tokenizer, layers: int, hidden: int, heads: int, max_pos: int, s
     return LlamaForCausalLM(config)
 
 
-def ensure_preset(preset_cfg, cache_dir: Path) -> dict[str, Path]:
-    """Return {'tokenizer', 'teacher', 'student'} dirs, building them once if missing."""
-    root = Path(cache_dir) / "presets" / f"tiny-{_preset_key(preset_cfg)}"
+def ensure_preset(preset_cfg, cache_dir: Path, tasks=()) -> dict[str, Path]:
+    """Return {'tokenizer', 'teacher', 'student'} dirs, building them once if missing.
+
+    With ``preset.corpus: tasks`` the tokenizer is trained on ``tasks``' train text.
+    """
+    if preset_cfg.corpus == "tasks" and not tasks:
+        raise ValueError("models.preset.corpus is 'tasks' but no tasks were given to train the tokenizer on")
+    root = Path(cache_dir) / "presets" / f"tiny-{_preset_key(preset_cfg, tasks)}"
     paths = {k: root / k for k in ("tokenizer", "teacher", "student")}
     if (root / "done.json").is_file():
         return paths
@@ -89,7 +107,7 @@ def ensure_preset(preset_cfg, cache_dir: Path) -> dict[str, Path]:
     tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=root.parent))
     try:
         p = preset_cfg
-        tok = build_tokenizer(p.vocab_size)
+        tok = build_tokenizer(p.vocab_size, _tasks_corpus(tasks) if p.corpus == "tasks" else None)
         tok.save_pretrained(tmp / "tokenizer")
         for role, (layers, hidden, heads, seed) in {
             "teacher": (p.teacher_layers, p.teacher_hidden, p.teacher_heads, 1),

@@ -44,8 +44,15 @@ def run_trial(config: dict, cfg_dict: dict, data_dir: str, student_path: str) ->
     name = trial_name(distill_type, seed)
     trainer = Trainer(cfg, distill_type, seed, student_path, tok, dims,
                       tb_dir=str(cfg.run_dir / "tensorboard" / name))
-    source = ShardStream(Path(data_dir), manifest, SIGNALS_BY_TYPE[distill_type], trainer.micro_batch,
-                         cfg.sweep.data_cpus, cfg.sweep.stall_timeout_s)
+    if distill_type == "seq_kd":  # prompt + the teacher's generated answer, in memory
+        from wbvb.batches import ExampleSource
+        from wbvb.teacher.answers import seq_kd_examples
+
+        source = ExampleSource(seq_kd_examples(load_all(cfg.tasks, "train"), Path(data_dir)), tok,
+                               cfg.training.max_length, trainer.micro_batch)
+    else:
+        source = ShardStream(Path(data_dir), manifest, SIGNALS_BY_TYPE[distill_type], trainer.micro_batch,
+                             cfg.sweep.data_cpus, cfg.sweep.stall_timeout_s)
     eval_examples = load_all(cfg.tasks, "eval")
 
     # The console table shows the first metrics reported: put epoch and accuracies first.

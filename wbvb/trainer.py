@@ -24,7 +24,7 @@ from torch import nn
 from wbvb import losses
 from wbvb.capture import Capture
 from wbvb.config import SIGNALS_BY_TYPE, ConfigError
-from wbvb.evaluate import evaluate
+from wbvb.evaluate import accuracy_metrics, evaluate
 from wbvb.prefetch import prefetch
 from wbvb.mapping import head_map, layer_pairs, missing_layers, stored_index
 
@@ -375,7 +375,7 @@ class Trainer:
             metrics = self._train_epoch(source, epoch)
             ev = self.evaluate(eval_examples)
             metrics.update({"validation_loss": ev["validation_loss"], "val_acc": ev["val_acc"],
-                            **{f"validation_accuracy_{t}": a for t, a in ev["accuracy"].items()}})
+                            **accuracy_metrics(ev)})
             metrics = {"epoch": epoch + 1, **metrics}
             if self.writer:
                 for k, v in metrics.items():

@@ -45,6 +45,10 @@ TASK_NAMES = tuple(_GENERATORS)
 
 def load_examples(task_cfg, split: str) -> list[Example]:
     """Examples of one task and split ('train' or 'eval'), deterministic in the task's seed."""
+    if task_cfg.source != "quickstart":
+        from wbvb.tasks.real import load_real
+
+        return load_real(task_cfg, split)
     if task_cfg.name not in _GENERATORS:
         raise ValueError(f"unknown task '{task_cfg.name}'; known: {', '.join(TASK_NAMES)}")
     n = task_cfg.n_train if split == "train" else task_cfg.n_eval
@@ -53,11 +57,15 @@ def load_examples(task_cfg, split: str) -> list[Example]:
 
 def task_identity(task_cfg) -> dict:
     """Everything that determines a task's examples (goes into teacher-data fingerprints)."""
-    import dataclasses
-
+    from wbvb.config import QUICKSTART_TASK_KEYS
     from wbvb.tasks.quickstart import GENERATOR_VERSION
 
-    return {**dataclasses.asdict(task_cfg), "generator_version": GENERATOR_VERSION}
+    if task_cfg.source != "quickstart":
+        from wbvb.tasks.real import identity
+
+        return identity(task_cfg)
+    # only the keys a generated task uses, so quickstart fingerprints stay what they were
+    return {**{k: getattr(task_cfg, k) for k in QUICKSTART_TASK_KEYS}, "generator_version": GENERATOR_VERSION}
 
 
 def load_all(task_cfgs, split: str) -> list[Example]:

@@ -29,4 +29,8 @@ def prepare(cfg, force: bool = False, verify_rows: int | None = None, progress: 
     teacher_path = finetuned_teacher(cfg, paths["teacher"], tok)
     data_dir = generate(cfg, teacher_path, tok, force=force, progress=progress)
     verify(data_dir, cfg.teacher_data.verify_rows if verify_rows is None else verify_rows)
+    if "seq_kd" in cfg.sweep.distill_types:
+        from wbvb.teacher.answers import teacher_answers
+
+        teacher_answers(cfg, teacher_path, tok, data_dir, force=force)
     return PreparedTeacher(teacher_path, paths["student"], data_dir, read_manifest(data_dir))

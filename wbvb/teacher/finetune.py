@@ -38,7 +38,8 @@ def finetuned_teacher(cfg, teacher_path: str, tokenizer) -> str:
     tcfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, use_deepspeed=False))
     trainer = Trainer(tcfg, "sft", seed=0, model_path=teacher_path, tokenizer=tokenizer,
                       lr=cfg.models.teacher_finetune_lr, epochs=epochs)
-    eval_small = load_all([dataclasses.replace(t, n_eval=min(t.n_eval, 50)) for t in cfg.tasks], "eval")
+    # a progress check only (n_eval 0 means the whole split, which the teacher data's evaluation uses)
+    eval_small = load_all([dataclasses.replace(t, n_eval=min(t.n_eval or 50, 50)) for t in cfg.tasks], "eval")
     trainer.fit(source, eval_small, on_epoch_end=lambda m, e: print(
         f"teacher: epoch {m['epoch']} loss {m['train_loss']:.3f} val_acc {m['val_acc']:.3f}", flush=True))
     out.parent.mkdir(parents=True, exist_ok=True)
