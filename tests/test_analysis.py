@@ -49,3 +49,11 @@ def test_partial_line_of_a_running_trial_is_skipped(tmp_path):
 def test_cli_errors_on_empty_folder(tmp_path, capsys):
     assert analysis.main([str(tmp_path)]) == 2
     assert "no trial results" in capsys.readouterr().err
+
+
+def test_scoring_variants_are_not_tasks():
+    from wbvb.analysis.results import tasks_of
+
+    df = pd.DataFrame(columns=["validation_accuracy_sst2", "validation_accuracy_norm_sst2",
+                               "validation_accuracy_gsm8k", "validation_accuracy_flexible_gsm8k"])
+    assert tasks_of(df) == ["sst2", "gsm8k"]

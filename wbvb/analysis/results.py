@@ -254,5 +254,11 @@ def parse_time(text: str) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
+# Scoring variants reported beside a task's main accuracy (they are columns, not tasks).
+VARIANT_PREFIXES = ("norm_", "flexible_")
+
+
 def tasks_of(df: pd.DataFrame) -> list[str]:
-    return [c[len(ACC_PREFIX):] for c in df.columns if c.startswith(ACC_PREFIX)]
+    """Task names from the main accuracy columns (``validation_accuracy_<task>``)."""
+    return [c[len(ACC_PREFIX):] for c in df.columns
+            if c.startswith(ACC_PREFIX) and not c[len(ACC_PREFIX):].startswith(VARIANT_PREFIXES)]
