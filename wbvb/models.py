@@ -1,7 +1,6 @@
 """Load teacher/student (hub id, local dir or preset) and check they can be distilled."""
 from __future__ import annotations
 
-from pathlib import Path
 
 from wbvb.config import SIGNALS_BY_TYPE, ConfigError
 from wbvb.presets import ensure_preset, is_preset
