@@ -20,8 +20,9 @@ import numpy as np
 import torch
 
 from wbvb.batches import collate
-from wbvb.teacher.codec import id_dtype_for
-from wbvb.teacher.generate import teacher_rows
+from wbvb.config import TeacherDataConfig
+from wbvb.teacher.codec import layout_of
+from wbvb.teacher.generate import store_columns, teacher_rows
 from wbvb.teacher.schema import FORMAT_VERSION
 from wbvb.teacher.writer import ShardWriter
 
@@ -56,14 +57,18 @@ def bare(model, data) -> float:
     return time.perf_counter() - t0
 
 
-def generation(model, data, out_dir: Path) -> float:
-    td = SimpleNamespace(top_k=K, hidden_stride=STRIDE, attention_stride=STRIDE)
+COMPACT = dict(logprob_encoding="gaps8", hidden_encoding="int8", attention_encoding="cbrt")
+
+
+def generation(model, data, out_dir: Path, encodings: dict) -> float:
+    td = TeacherDataConfig(top_k=K, hidden_stride=STRIDE, attention_stride=STRIDE, dtype="float16", **encodings)
     cfg = SimpleNamespace(teacher_data=td)
-    layout = {"topk_ids": id_dtype_for(VOCAB), "topk_logprobs": "float16", "hidden": "float16",
-              "attention": "float16", "attention_stride": STRIDE, "attention_rows": "all"}
-    manifest = {"format_version": FORMAT_VERSION, "shards": [], "num_rows": 0}
-    out_dir.mkdir(parents=True)
     layer = model.config.num_hidden_layers - 1
+    manifest = {"format_version": FORMAT_VERSION, "shards": [], "num_rows": 0,
+                "strides": {"hidden": STRIDE, "attention": STRIDE},
+                "columns": store_columns(td, VOCAB, model.config.hidden_size, HEADS, [layer], [layer])}
+    layout = layout_of(manifest)
+    out_dir.mkdir(parents=True)
     t0 = time.perf_counter()
     writer = ShardWriter(out_dir, manifest)
     for i, b in enumerate(data):
@@ -80,6 +85,8 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--encoding", choices=["fp16", "compact"], default="compact",
+                    help="fp16: lossless codes; compact: gaps8 log-probs, int8 hidden, cbrt attention")
     args = ap.parse_args()
     model = teacher(args.hidden, args.layers)
     data = batches(args.batches, args.batch_size)
@@ -89,9 +96,11 @@ def main() -> None:
         t_bare, t_gen = float("inf"), float("inf")
         for r in range(args.rounds):
             t_bare = min(t_bare, bare(model, data))
-            t_gen = min(t_gen, generation(model, data, Path(tmp) / f"round-{r}"))
+            t_gen = min(t_gen, generation(model, data, Path(tmp) / f"round-{r}",
+                                          COMPACT if args.encoding == "compact" else {}))
     rows = args.batches * args.batch_size
-    print(f"generation_model: hidden={args.hidden} layers={args.layers} heads={HEADS} vocab={VOCAB} seq={SEQ}")
+    print(f"generation_model: hidden={args.hidden} layers={args.layers} heads={HEADS} vocab={VOCAB} seq={SEQ} "
+          f"encoding={args.encoding}")
     print(f"bare_forward_rows_per_s: {rows / t_bare:.2f}")
     print(f"generation_rows_per_s: {rows / t_gen:.2f}")
     print(f"generation_over_bare_forward: {t_gen / t_bare:.3f}")

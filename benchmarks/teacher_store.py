@@ -2,8 +2,10 @@
 
 Baseline (the scripts wbvb replaces): nested Python lists of fp16 values and int32 ids in Parquet,
 zstd level 3, one row group per 4 rows, read per row with read_row_group -> slice -> to_pydict ->
-np.array. Both formats get the same synthetic teacher tensors: seq 256, k 128, hidden 1024 (one
-layer), 8 heads (one layer), hidden and attention strides 2, vocab 32000.
+np.array. Both formats get the same synthetic teacher tensors (``wbvb.teacher.synthetic``: peaked
+next-token distributions, attention with a sink and a recency bias under a causal mask, hidden
+states with outlier features): seq 256, k 128, hidden 1024 (one layer), 8 heads (one layer),
+hidden and attention strides 2, vocab 32000.
 
     PYTHONPATH=. python benchmarks/teacher_store.py [--rows 24] [--stream-rows 32]
 """
@@ -26,8 +28,12 @@ import pyarrow.parquet as pq
 import torch
 
 from wbvb.batches import collate
-from wbvb.teacher.codec import decode_batch, encode_signals, id_dtype_for, layout_of, strided
-from wbvb.teacher.schema import FORMAT_VERSION, MANIFEST, write_json_atomic
+from wbvb.config import TeacherDataConfig
+from wbvb.teacher import synthetic
+from wbvb.teacher.codec import decode_batch, encode_signals, layout_of
+from wbvb.teacher.generate import store_columns
+from wbvb.teacher.inspect import column_bytes
+from wbvb.teacher.schema import FORMAT_VERSION, MANIFEST, SIGNAL_COLUMNS, write_json_atomic
 from wbvb.teacher.writer import write_shard
 
 SEQ, K, DIM, HEADS, STRIDE, VOCAB = 256, 128, 1024, 8, 2, 32000
@@ -37,26 +43,29 @@ BATCH = 16
 def synthetic_rows(n_rows: int, seed: int = 0) -> list[dict]:
     """fp32 teacher outputs per row, already strided (what a generator holds before encoding)."""
     gen = torch.Generator().manual_seed(seed)
-    rows, na = [], strided(SEQ, STRIDE)
-    causal = torch.tril(torch.ones(SEQ, SEQ, dtype=torch.bool))
+    rows = []
     for i in range(n_rows):
-        logp = torch.log_softmax(4 * torch.randn(SEQ, VOCAB, generator=gen), -1)
-        vals, ids = logp.topk(K, -1)
-        hidden = torch.randn(1, strided(SEQ, STRIDE), DIM, generator=gen)
-        scores = torch.randn(1, HEADS, SEQ, SEQ, generator=gen).masked_fill(~causal, float("-inf"))
-        attn = torch.softmax(scores, -1)[..., ::STRIDE, ::STRIDE][..., :na, :na].contiguous()
+        r = synthetic.teacher_row(SEQ, VOCAB, K, DIM, HEADS, STRIDE, STRIDE, gen)
         rows.append({"example_id": f"ex{i}", "input_ids": torch.randint(0, VOCAB, (SEQ,), generator=gen),
-                     "prompt_len": SEQ // 2, "ids": ids, "logp": vals, "hidden": hidden, "attention": attn})
+                     "prompt_len": SEQ // 2, "ids": r["ids"], "logp": r["logp"], "hidden": r["hidden"],
+                     "attention": r["attention"]})
     return rows
 
 
-def manifest_for(hidden_dtype: str = "float16", rows: str = "all") -> dict:
+COMPACT = dict(logprob_encoding="gaps8", hidden_encoding="int8", attention_encoding="cbrt")
+SETTINGS = {  # name -> teacher_data encodings, all at dtype float16
+    "fp16": {},  # lossless at fp16: bit-packed ids, lower-triangular attention
+    "int8_hidden": dict(hidden_encoding="int8"),
+    "compact": COMPACT,  # every signal quantized within the fidelity bound
+    "compact_answer_rows": dict(COMPACT, attention_rows="answer"),
+}
+
+
+def manifest_for(**encodings) -> dict:
+    td = TeacherDataConfig(top_k=K, hidden_stride=STRIDE, attention_stride=STRIDE, dtype="float16", **encodings)
     return {"format_version": FORMAT_VERSION, "fingerprint": "bench", "complete": True, "pad_token_id": 0,
             "vocab_size": VOCAB, "strides": {"hidden": STRIDE, "attention": STRIDE}, "shards": [], "num_rows": 0,
-            "columns": {"topk_ids": {"dtype": id_dtype_for(VOCAB), "k": K},
-                        "topk_logprobs": {"dtype": "float16", "k": K},
-                        "hidden": {"dtype": hidden_dtype, "dim": DIM, "layers": [0]},
-                        "attention": {"dtype": "float16", "heads": HEADS, "layers": [0], "rows": rows}}}
+            "columns": store_columns(td, VOCAB, DIM, HEADS, [0], [0])}
 
 
 # ---- the earlier format ------------------------------------------------------------------------
@@ -187,14 +196,20 @@ def compare_formats(tmp: Path, n_rows: int) -> None:
     print(f"baseline_bytes_per_token: {base.stat().st_size / tokens:.1f}")
     print(f"baseline_write_rows_per_s: {r_base_w:.2f}")
     print(f"baseline_decode_rows_per_s: {r_base_r:.2f}")
-    for name, m in (("fp16", manifest_for()), ("int8_hidden", manifest_for("int8")),
-                    ("int8_hidden_answer_rows", manifest_for("int8", "answer"))):
+    base_cols = column_bytes([base])
+    print("baseline_bytes_per_token_by_signal: " + json.dumps(
+        {sig: round(sum(base_cols.get(c, 0) for c in cols) / tokens, 1) for sig, cols in SIGNAL_COLUMNS.items()}))
+    for name, enc in SETTINGS.items():
+        m = manifest_for(**enc)
         path = tmp / f"{name}.parquet"
         r_w = rate(lambda: wbvb_write(rows, path, m), n_rows)
         r_r = rate(lambda: drain(wbvb_batches(path, m)), n_rows)
         size = path.stat().st_size / tokens
         print(f"wbvb_{name}_bytes_per_token: {size:.1f}")
         print(f"wbvb_{name}_bytes_ratio: {size / (base.stat().st_size / tokens):.3f}")
+        cols = column_bytes([path])
+        print(f"wbvb_{name}_bytes_per_token_by_signal: " + json.dumps(
+            {sig: round(sum(cols.get(c, 0) for c in cs) / tokens, 1) for sig, cs in SIGNAL_COLUMNS.items()}))
         print(f"wbvb_{name}_write_speedup: {r_w / r_base_w:.1f}")
         print(f"wbvb_{name}_decode_speedup: {r_r / r_base_r:.1f}")
 

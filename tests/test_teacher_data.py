@@ -259,22 +259,28 @@ def test_verify_names_unsorted_topk_and_bad_attention(store):
 
 
 def test_compact_encodings_generate_verify_and_decode(tiny_dict, store):
-    """int8 hidden + answer-only attention rows through the real generator, against the float store."""
+    """Every compact code + answer-only attention rows through the real generator, against the float store."""
     from wbvb.config import config_from_dict
     from wbvb.teacher.codec import decode_batch
 
-    tiny_dict["teacher_data"].update({"hidden_encoding": "int8", "attention_rows": "answer"})
+    tiny_dict["teacher_data"].update({"logprob_encoding": "gaps8", "hidden_encoding": "int8",
+                                      "attention_encoding": "cbrt", "attention_rows": "answer"})
     compact = prepare(config_from_dict(tiny_dict))
     assert compact.data_dir != store.data_dir
     assert compact.manifest["columns"]["hidden"]["dtype"] == "int8"
     assert compact.manifest["columns"]["attention"]["rows"] == "answer"
+    assert compact.manifest["columns"]["attention"]["encoding"] == "cbrt"
+    assert compact.manifest["columns"]["topk_logprobs"]["encoding"] == "gaps8"
     verify(compact.data_dir, sample_rows=None)
     shard = compact.manifest["shards"][0]["file"]
     a = decode_batch(pq.read_table(compact.data_dir / shard).slice(0, 4), compact.manifest, 0)
     b = decode_batch(pq.read_table(store.data_dir / shard).slice(0, 4), store.manifest, 0)
     rows = a["attention_row_mask"]
     assert rows.any() and not rows.all()
-    assert torch.allclose(a["attention"].float()[:, :, :, rows[0]][0], b["attention"].float()[:, :, :, rows[0]][0])
+    assert torch.allclose(a["attention"].float()[:, :, :, rows[0]][0], b["attention"].float()[:, :, :, rows[0]][0],
+                          atol=2e-3)
+    assert torch.equal(a["topk_ids"], b["topk_ids"])
+    assert torch.allclose(a["topk_logprobs"], b["topk_logprobs"].float(), atol=0.05)
     assert a["attention"][0, :, :, ~rows[0]].abs().sum() == 0
     assert torch.allclose(a["hidden"], b["hidden"].float(), atol=0.02 * float(b["hidden"].float().abs().max()))
     sizes = [sum((d / s["file"]).stat().st_size for s in m["shards"])

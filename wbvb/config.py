@@ -92,7 +92,11 @@ class TeacherDataConfig:
     hidden_stride: int = 1
     attention_stride: int = 1
     dtype: str = "float16"
+    logprob_encoding: str = "dtype"  # dtype | gaps8: top log-prob exact, the rest as 8-bit companded gaps
     hidden_encoding: str = "dtype"  # dtype: stored in `dtype`; int8: per-vector absmax int8 (half the bytes)
+    hidden_outliers: int = 4  # int8: largest-magnitude dims per vector kept as float32, out of the int8 scale
+    attention_encoding: str = "dtype"  # dtype | cbrt: round(p^(1/3) * (2^attention_bits - 1))
+    attention_bits: int = 10  # cbrt code width, 8..16 (8 is at the edge of the 1e-3 fidelity bound)
     attention_rows: str = "all"  # all | answer: store attention query rows only where a loss is computed
     shard_rows: int = 512
     batch_size: int = 32
@@ -320,6 +324,14 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         raise ConfigError("teacher_data.shard_rows must be >= 1")
     if td.hidden_encoding not in ("dtype", "int8"):
         raise ConfigError(f"teacher_data.hidden_encoding '{td.hidden_encoding}': choose dtype or int8")
+    if td.logprob_encoding not in ("dtype", "gaps8"):
+        raise ConfigError(f"teacher_data.logprob_encoding '{td.logprob_encoding}': choose dtype or gaps8")
+    if td.hidden_outliers < 0:
+        raise ConfigError("teacher_data.hidden_outliers must be >= 0")
+    if td.attention_encoding not in ("dtype", "cbrt"):
+        raise ConfigError(f"teacher_data.attention_encoding '{td.attention_encoding}': choose dtype or cbrt")
+    if not 8 <= td.attention_bits <= 16:
+        raise ConfigError(f"teacher_data.attention_bits {td.attention_bits}: choose 8..16")
     if td.attention_rows not in ("all", "answer"):
         raise ConfigError(f"teacher_data.attention_rows '{td.attention_rows}': choose all or answer")
     if td.verify_rows < 0:

@@ -5,13 +5,17 @@ Each signal of a row is one raw little-endian buffer whose shape follows from th
 Arrow column's data buffer and a few slice copies per row: no Python objects per element, no
 dense vocabulary. Attention keeps only what a causal model can have (the lower triangle, keys
 <= query) and, with ``attention_rows: answer``, only the query rows where a loss is computed.
-Hidden states may be stored as int8 with one float32 scale per vector (absmax / 127).
+Top-k ids are bit-packed to the vocabulary's width; log-probs, hidden states and attention may
+take the compact codes of ``compress`` (chosen per signal in ``teacher_data``, named in the
+manifest's ``columns``).
 """
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
 import torch
+
+from wbvb.teacher import compress
 
 # on-disk element types; bfloat16 travels as its uint16 bit pattern
 NP_DTYPES = {"float16": np.float16, "float32": np.float32, "bfloat16": np.uint16, "int8": np.int8,
@@ -51,14 +55,6 @@ def to_numpy(t: torch.Tensor, dtype: str) -> np.ndarray:
     return t.to(getattr(torch, dtype)).contiguous().numpy()
 
 
-def quantize_int8(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Per-vector (last axis) absmax int8: values and float32 scales, x ~= q * scale."""
-    x = x.float()
-    scale = x.abs().amax(-1, keepdim=True).clamp_min(1e-12) / 127.0
-    q = torch.round(x / scale).clamp(-127, 127).to(torch.int8)
-    return q.numpy(), scale.squeeze(-1).numpy().astype(np.float32)
-
-
 def pack_attention(attn: np.ndarray, first_row: int) -> np.ndarray:
     """[layers, heads, n, n] -> [layers, heads, entries]: lower triangle of rows first_row..n-1."""
     n = attn.shape[-1]
@@ -69,23 +65,36 @@ def pack_attention(attn: np.ndarray, first_row: int) -> np.ndarray:
 
 def encode_signals(prompt_len: int, topk_ids, topk_logprobs, hidden, attention, layout: dict) -> dict:
     """One row's teacher tensors (already cut to the row and strided) -> column bytes."""
-    out = {"topk_ids": to_numpy(topk_ids, layout["topk_ids"]).tobytes(),
-           "topk_logprobs": to_numpy(topk_logprobs, layout["topk_logprobs"]).tobytes()}
+    out = {"topk_ids": compress.pack_bits(topk_ids.numpy(), layout["id_bits"])}
+    if layout["logprobs"] == "gaps8":
+        head, gmax, codes = compress.encode_logprob_gaps(topk_logprobs)
+        out["topk_logprobs"] = (to_numpy(head, "float32").tobytes() + to_numpy(gmax, "float32").tobytes()
+                                + codes.tobytes())
+    else:
+        out["topk_logprobs"] = to_numpy(topk_logprobs, layout["logprobs"]).tobytes()
     if layout["hidden"] == "int8":
-        q, scale = quantize_int8(hidden)
-        out["hidden"], out["hidden_scale"] = q.tobytes(), scale.tobytes()
+        q, scale, idx, vals = compress.quantize_int8(hidden, layout["hidden_outliers"])
+        out["hidden"] = q.tobytes()
+        out["hidden_scale"] = scale.tobytes() + idx.tobytes() + to_numpy(vals, "float32").tobytes()
     else:
         out["hidden"], out["hidden_scale"] = to_numpy(hidden, layout["hidden"]).tobytes(), b""
     first = first_attention_row(prompt_len, layout["attention_stride"], layout["attention_rows"])
-    packed = pack_attention(to_numpy(attention, layout["attention"]), first)  # cast first: less to gather
-    out["attention"] = packed.tobytes()
+    if layout["attention_bits"]:
+        out["attention"] = compress.encode_cbrt(pack_attention(attention.float().numpy(), first),
+                                                layout["attention_bits"])
+    else:  # cast first: less to gather
+        out["attention"] = pack_attention(to_numpy(attention, layout["attention"]), first).tobytes()
     return out
 
 
 def layout_of(manifest: dict) -> dict:
+    """The per-column encodings a manifest names, flattened for the encoder and decoder."""
     c = manifest["columns"]
-    return {"topk_ids": c["topk_ids"]["dtype"], "topk_logprobs": c["topk_logprobs"]["dtype"],
-            "hidden": c["hidden"]["dtype"], "attention": c["attention"]["dtype"],
+    return {"id_bits": c["topk_ids"]["bits"], "k": c["topk_ids"]["k"],
+            "logprobs": "gaps8" if c["topk_logprobs"].get("encoding") == "gaps8" else c["topk_logprobs"]["dtype"],
+            "hidden": c["hidden"]["dtype"], "hidden_outliers": c["hidden"].get("outliers", 0),
+            "attention": c["attention"]["dtype"],
+            "attention_bits": c["attention"]["bits"] if c["attention"].get("encoding") == "cbrt" else 0,
             "attention_stride": manifest["strides"]["attention"],
             "attention_rows": c["attention"].get("rows", "all")}
 
@@ -108,12 +117,32 @@ def _binary_parts(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return offsets, data
 
 
-def _row_values(offsets, data, i: int, dtype: str, count: int, column: str) -> np.ndarray:
+def _row_bytes(offsets, data, i: int, nbytes: int, column: str, what: str) -> np.ndarray:
     raw = data[offsets[i]: offsets[i + 1]]
-    width = np.dtype(NP_DTYPES[dtype]).itemsize
-    if raw.size != count * width:
-        raise BadValues(i, column, f"holds {raw.size} bytes, expected {count} {dtype} values = {count * width} bytes")
-    return raw.view(NP_DTYPES[dtype]) if raw.size else np.zeros(0, NP_DTYPES[dtype])
+    if raw.size != nbytes:
+        raise BadValues(i, column, f"holds {raw.size} bytes, expected {what} = {nbytes} bytes")
+    return raw
+
+
+def _row_parts(offsets, data, i: int, parts: list[tuple[str, int]], column: str) -> list[np.ndarray]:
+    """A row's buffer split into typed arrays: ``parts`` lists (dtype, count) in storage order."""
+    widths = [np.dtype(NP_DTYPES[dt]).itemsize * n for dt, n in parts]
+    what = " + ".join(f"{n} {dt}" for dt, n in parts)
+    raw = _row_bytes(offsets, data, i, sum(widths), column, what + " values")
+    out, at = [], 0
+    for (dt, n), w in zip(parts, widths):
+        out.append(raw[at: at + w].view(NP_DTYPES[dt]) if n else np.zeros(0, NP_DTYPES[dt]))
+        at += w
+    return out
+
+
+def _row_values(offsets, data, i: int, dtype: str, count: int, column: str) -> np.ndarray:
+    return _row_parts(offsets, data, i, [(dtype, count)], column)[0]
+
+
+def _row_packed(offsets, data, i: int, bits: int, count: int, column: str) -> np.ndarray:
+    size = compress.packed_size(count, bits)
+    return _row_bytes(offsets, data, i, size, column, f"{count} values of {bits} bits")
 
 
 def _as_torch(arr: np.ndarray, dtype: str) -> torch.Tensor:
@@ -126,7 +155,6 @@ def decode_batch(table: pa.Table, manifest: dict, pad_id: int) -> dict:
 
     Signals are decoded only for the columns present, so column projection carries through.
     """
-    c = manifest["columns"]
     lay = layout_of(manifest)
     seq = table.column("seq_len").to_numpy().astype(np.int64)
     prompt = table.column("prompt_len").to_numpy().astype(np.int64)
@@ -143,15 +171,10 @@ def decode_batch(table: pa.Table, manifest: dict, pad_id: int) -> dict:
     batch = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask.astype(np.int64)),
              "answer_mask": torch.from_numpy(answer_mask), "example_ids": table.column("example_id").to_pylist()}
     names = table.column_names
-    k = c["topk_ids"]["k"]
-    for col, out_dtype in (("topk_ids", np.int32), ("topk_logprobs", None)):
-        if col in names:
-            dt = lay[col]
-            out = np.zeros((b, L, k), dtype=out_dtype or NP_DTYPES[dt])
-            off, data = _binary_parts(table.column(col))
-            for i in range(b):
-                out[i, : seq[i]] = _row_values(off, data, i, dt, seq[i] * k, col).reshape(seq[i], k)
-            batch[col] = _as_torch(out, dt) if out_dtype is None else torch.from_numpy(out)
+    if "topk_ids" in names:
+        batch["topk_ids"] = _decode_ids(table, lay, seq)
+    if "topk_logprobs" in names:
+        batch["topk_logprobs"] = _decode_logprobs(table, lay, seq)
     if "hidden" in names:
         batch["hidden"] = _decode_hidden(table, manifest, seq)
     if "attention" in names:
@@ -161,9 +184,36 @@ def decode_batch(table: pa.Table, manifest: dict, pad_id: int) -> dict:
     return batch
 
 
+def _decode_ids(table: pa.Table, lay: dict, seq: np.ndarray) -> torch.Tensor:
+    k, bits = lay["k"], lay["id_bits"]
+    out = np.zeros((len(seq), int(seq.max()), k), dtype=np.int32)
+    off, data = _binary_parts(table.column("topk_ids"))
+    for i in range(len(seq)):
+        raw = _row_packed(off, data, i, bits, seq[i] * k, "topk_ids")
+        out[i, : seq[i]] = compress.unpack_bits(raw, bits, seq[i] * k).reshape(seq[i], k)
+    return torch.from_numpy(out)
+
+
+def _decode_logprobs(table: pa.Table, lay: dict, seq: np.ndarray) -> torch.Tensor:
+    k, dt = lay["k"], lay["logprobs"]
+    gaps = dt == "gaps8"
+    out = np.zeros((len(seq), int(seq.max()), k), dtype=np.float32 if gaps else NP_DTYPES[dt])
+    off, data = _binary_parts(table.column("topk_logprobs"))
+    for i in range(len(seq)):
+        n = seq[i]
+        if gaps:
+            head, gmax, codes = _row_parts(off, data, i, [("float32", n), ("float32", n), ("uint8", n * (k - 1))],
+                                           "topk_logprobs")
+            out[i, :n] = compress.decode_logprob_gaps(head, gmax, codes.reshape(n, k - 1))
+        else:
+            out[i, :n] = _row_values(off, data, i, dt, n * k, "topk_logprobs").reshape(n, k)
+    return torch.from_numpy(out) if gaps else _as_torch(out, dt)
+
+
 def _decode_hidden(table: pa.Table, manifest: dict, seq: np.ndarray) -> torch.Tensor:
     c, s = manifest["columns"]["hidden"], manifest["strides"]["hidden"]
     nl, d, dt = len(c["layers"]), c["dim"], c["dtype"]
+    m = c.get("outliers", 0)
     n = strided(seq, s)
     quant = dt == "int8"
     out = np.zeros((len(seq), nl, int(n.max()), d), dtype=np.float32 if quant else NP_DTYPES[dt])
@@ -173,8 +223,12 @@ def _decode_hidden(table: pa.Table, manifest: dict, seq: np.ndarray) -> torch.Te
     for i in range(len(seq)):
         v = _row_values(off, data, i, dt, nl * n[i] * d, "hidden").reshape(nl, n[i], d)
         if quant:
-            scale = _row_values(soff, sdata, i, "float32", nl * n[i], "hidden_scale").reshape(nl, n[i], 1)
-            out[i, :, : n[i]] = v * scale
+            vecs = nl * n[i]
+            scale, idx, vals = _row_parts(soff, sdata, i,
+                                          [("float32", vecs), ("uint16", vecs * m), ("float32", vecs * m)],
+                                          "hidden_scale")
+            out[i, :, : n[i]] = compress.dequantize_int8(v, scale.reshape(nl, n[i]), idx.reshape(nl, n[i], m),
+                                                         vals.reshape(nl, n[i], m))
         else:
             out[i, :, : n[i]] = v
     return torch.from_numpy(out) if quant else _as_torch(out, dt)
@@ -182,18 +236,24 @@ def _decode_hidden(table: pa.Table, manifest: dict, seq: np.ndarray) -> torch.Te
 
 def _decode_attention(table: pa.Table, manifest: dict, seq: np.ndarray, prompt: np.ndarray):
     c, s = manifest["columns"]["attention"], manifest["strides"]["attention"]
-    nl, h, dt, rows = len(c["layers"]), c["heads"], c["dtype"], c.get("rows", "all")
+    lay = layout_of(manifest)
+    nl, h, dt, rows, bits = len(c["layers"]), c["heads"], c["dtype"], lay["attention_rows"], lay["attention_bits"]
     n = strided(seq, s)
     N = int(n.max())
-    out = np.zeros((len(seq), nl * h, N, N), dtype=NP_DTYPES[dt])
+    out = np.zeros((len(seq), nl * h, N, N), dtype=np.float32 if bits else NP_DTYPES[dt])
     row_mask = np.zeros((len(seq), N), dtype=bool)
     tr, tc = np.tril_indices(N)
     off, data = _binary_parts(table.column("attention"))
     for i in range(len(seq)):
         first = first_attention_row(int(prompt[i]), s, rows)
         sel = slice(tri_count(first), tri_count(n[i]))
-        m = sel.stop - sel.start
-        v = _row_values(off, data, i, dt, nl * h * m, "attention").reshape(nl * h, m)
-        out[i][:, tr[sel], tc[sel]] = v
+        count = nl * h * (sel.stop - sel.start)
+        if bits:
+            raw = _row_bytes(off, data, i, compress.cbrt_size(count, bits), "attention", f"{count} codes of {bits} bits")
+            v = compress.decode_cbrt(raw, bits, count)
+        else:
+            v = _row_values(off, data, i, dt, count, "attention")
+        out[i][:, tr[sel], tc[sel]] = v.reshape(nl * h, -1)
         row_mask[i, first: n[i]] = True
-    return _as_torch(out, dt).view(len(seq), nl, h, N, N), row_mask
+    t = torch.from_numpy(out) if bits else _as_torch(out, dt)
+    return t.view(len(seq), nl, h, N, N), row_mask

@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 from wbvb.batches import batched, collate, encode_example
 from wbvb.tasks import load_all, task_identity
-from wbvb.teacher.codec import encode_signals, id_dtype_for, layout_of, strided
+from wbvb.teacher.codec import encode_signals, layout_of, strided
+from wbvb.teacher.compress import bits_for
 from wbvb.teacher.schema import FORMAT_VERSION, MANIFEST, TeacherDataError, read_manifest, write_json_atomic
 from wbvb.teacher.writer import ShardWriter
 
@@ -58,7 +59,11 @@ def fingerprint_inputs(cfg, teacher_path: str, tokenizer) -> dict:
         "max_length": cfg.training.max_length,
         "top_k": td.top_k, "hidden_layers": td.hidden_layers, "attention_layers": td.attention_layers,
         "hidden_stride": td.hidden_stride, "attention_stride": td.attention_stride,
-        "dtype": td.dtype, "hidden_encoding": td.hidden_encoding, "attention_rows": td.attention_rows,
+        "dtype": td.dtype, "logprob_encoding": td.logprob_encoding, "hidden_encoding": td.hidden_encoding,
+        "hidden_outliers": td.hidden_outliers if td.hidden_encoding == "int8" else 0,
+        "attention_encoding": td.attention_encoding,
+        "attention_bits": td.attention_bits if td.attention_encoding == "cbrt" else 0,
+        "attention_rows": td.attention_rows,
         "shard_rows": td.shard_rows,
     }
 
@@ -126,13 +131,20 @@ def _open_store(out_dir: Path, fp: str, force: bool) -> dict | None:
     return manifest
 
 
-def store_columns(td, model, id_dtype: str, hidden_layers: list[int], attention_layers: list[int]) -> dict:
-    hidden_dtype = "int8" if td.hidden_encoding == "int8" else td.dtype
-    return {"topk_ids": {"dtype": id_dtype, "k": td.top_k},
-            "topk_logprobs": {"dtype": td.dtype, "k": td.top_k},
-            "hidden": {"dtype": hidden_dtype, "dim": model.config.hidden_size, "layers": hidden_layers},
-            "attention": {"dtype": td.dtype, "heads": model.config.num_attention_heads,
-                          "layers": attention_layers, "rows": td.attention_rows, "packing": "lower_triangle"}}
+def store_columns(td, vocab: int, hidden_size: int, heads: int, hidden_layers: list[int],
+                  attention_layers: list[int]) -> dict:
+    """The manifest's ``columns``: per signal its shape parameters and encoding (what ``codec`` reads)."""
+    int8 = td.hidden_encoding == "int8"
+    hidden = {"dtype": "int8" if int8 else td.dtype, "dim": hidden_size, "layers": hidden_layers}
+    if int8:
+        hidden["outliers"] = min(td.hidden_outliers, hidden_size)
+    attention = {"dtype": td.dtype, "heads": heads, "layers": attention_layers, "rows": td.attention_rows,
+                 "packing": "lower_triangle", "encoding": td.attention_encoding}
+    if td.attention_encoding == "cbrt":
+        attention["bits"] = td.attention_bits
+    return {"topk_ids": {"encoding": "packed", "bits": bits_for(vocab), "k": td.top_k},
+            "topk_logprobs": {"dtype": td.dtype, "k": td.top_k, "encoding": td.logprob_encoding},
+            "hidden": hidden, "attention": attention}
 
 
 def generate(cfg, teacher_path: str, tokenizer, force: bool = False, progress: bool = False) -> Path:
@@ -163,7 +175,8 @@ def generate(cfg, teacher_path: str, tokenizer, force: bool = False, progress: b
     manifest.update({
         "teacher_path": teacher_path, "vocab_size": vocab, "pad_token_id": tokenizer.pad_token_id,
         "strides": {"hidden": td.hidden_stride, "attention": td.attention_stride},
-        "columns": store_columns(td, model, id_dtype_for(vocab), hidden_layers, attention_layers),
+        "columns": store_columns(td, vocab, model.config.hidden_size, model.config.num_attention_heads,
+                                 hidden_layers, attention_layers),
         "teacher_num_layers": n_layers,
     })
     layout = layout_of(manifest)

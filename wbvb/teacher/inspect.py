@@ -46,6 +46,18 @@ def inspect_row(data_dir: Path, index: int, tokenizer=None, top: int = 5) -> str
     return "\n".join(lines)
 
 
+def column_bytes(files) -> Counter:
+    """On-disk (compressed) bytes per top-level column over Parquet files (paths or ParquetFile)."""
+    out = Counter()
+    for f in files:
+        meta = (f if isinstance(f, pq.ParquetFile) else pq.ParquetFile(f)).metadata
+        for g in range(meta.num_row_groups):
+            rg = meta.row_group(g)
+            for c in range(rg.num_columns):
+                out[rg.column(c).path_in_schema.split(".")[0]] += rg.column(c).total_compressed_size
+    return out
+
+
 def store_stats(data_dir: Path) -> dict:
     """Rows per task and split, token counts, and on-disk bytes per signal (total and per token)."""
     data_dir = Path(data_dir)
@@ -60,11 +72,7 @@ def store_stats(data_dir: Path) -> dict:
         seq = t.column("seq_len").to_numpy()
         tokens += int(seq.sum())
         answer += int((seq - t.column("prompt_len").to_numpy()).sum())
-        for g in range(pf.metadata.num_row_groups):
-            rg = pf.metadata.row_group(g)
-            for c in range(rg.num_columns):
-                col = rg.column(c)
-                col_bytes[col.path_in_schema.split(".")[0]] += col.total_compressed_size
+        col_bytes.update(column_bytes([pf]))
     by_signal = {sig: sum(col_bytes[c] for c in cols) for sig, cols in SIGNAL_COLUMNS.items()}
     by_signal["base"] = sum(v for c, v in col_bytes.items() if all(c not in cols for cols in SIGNAL_COLUMNS.values()))
     return {"dir": str(data_dir), "rows": manifest["num_rows"], "shards": len(manifest["shards"]),

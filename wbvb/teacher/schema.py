@@ -18,7 +18,9 @@ import pyarrow as pa
 
 from wbvb.teacher.codec import decode_batch
 
-FORMAT_VERSION = 2  # 2: narrow ids, lower-triangular attention, optional answer-only rows, int8 hidden
+# 2: narrow ids, lower-triangular attention, optional answer-only rows, int8 hidden
+# 3: bit-packed ids; optional gaps8 log-probs, int8 hidden with float32 outliers, cube-root attention
+FORMAT_VERSION = 3
 MANIFEST = "manifest.json"
 BASE_COLUMNS = ["example_id", "task", "split", "input_ids", "prompt_len", "seq_len", "label"]
 SIGNAL_COLUMNS = {"topk": ["topk_ids", "topk_logprobs"], "hidden": ["hidden", "hidden_scale"],
