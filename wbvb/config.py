@@ -217,8 +217,11 @@ class ExperimentConfig:
         return Path(self.output.dir).expanduser().resolve() / self.sweep.name
 
     @property
-    def teacher_data_dir(self) -> Path:
-        return Path(self.teacher_data.path).expanduser().resolve()
+    def teacher_data_dir(self) -> Path | str:
+        """A local folder, or a URI (s3://, gs://, ...) kept as written (``wbvb.storage``)."""
+        from wbvb.storage import location
+
+        return location(self.teacher_data.path)
 
     @property
     def cache_dir(self) -> Path:

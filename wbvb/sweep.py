@@ -29,6 +29,7 @@ def run_trial(config: dict, cfg_dict: dict, data_dir: str, student_path: str) ->
     from ray import tune
 
     from wbvb.models import load_tokenizer
+    from wbvb.storage import location
     from wbvb.stream import ShardStream
     from wbvb.tasks import load_all
     from wbvb.teacher.schema import read_manifest
@@ -38,7 +39,8 @@ def run_trial(config: dict, cfg_dict: dict, data_dir: str, student_path: str) ->
     cfg = config_from_dict(cfg_dict)
     distill_type, seed = config["distill_type"], int(config["seed"])
     torch.set_num_threads(max(1, int(trial_resources(cfg, distill_type)["CPU"])))
-    manifest = read_manifest(Path(data_dir))
+    data_dir = location(data_dir)  # a local folder or a URI (s3://, gs://): trials read one shared copy
+    manifest = read_manifest(data_dir)
     tok = load_tokenizer(student_path)
     dims = TeacherDims.from_manifest(manifest)
     name = trial_name(distill_type, seed)
@@ -48,10 +50,10 @@ def run_trial(config: dict, cfg_dict: dict, data_dir: str, student_path: str) ->
         from wbvb.batches import ExampleSource
         from wbvb.teacher.answers import seq_kd_examples
 
-        source = ExampleSource(seq_kd_examples(load_all(cfg.tasks, "train"), Path(data_dir)), tok,
+        source = ExampleSource(seq_kd_examples(load_all(cfg.tasks, "train"), data_dir), tok,
                                cfg.training.max_length, trainer.micro_batch)
     else:
-        source = ShardStream(Path(data_dir), manifest, SIGNALS_BY_TYPE[distill_type], trainer.micro_batch,
+        source = ShardStream(data_dir, manifest, SIGNALS_BY_TYPE[distill_type], trainer.micro_batch,
                              cfg.sweep.data_cpus, cfg.sweep.stall_timeout_s)
     eval_examples = load_all(cfg.tasks, "eval")
 

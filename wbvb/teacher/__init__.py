@@ -9,7 +9,7 @@ from pathlib import Path
 class PreparedTeacher:
     teacher_path: str
     student_path: str
-    data_dir: Path
+    data_dir: Path | str  # a local folder or a URI (wbvb.storage)
     manifest: dict
 
 

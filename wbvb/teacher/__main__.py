@@ -1,7 +1,7 @@
 """python -m wbvb.teacher {generate,verify,inspect,stats}
 
   generate --config sweeps/X.yaml   run only the teacher-data stage (progress bar; reuse/resume)
-  verify DIR [--rows N | --all]     check manifest, shards and sampled rows
+  verify DIR [--rows N | --all]     check manifest, shards and sampled rows (DIR: a folder or s3://, gs://, ... URI)
   inspect DIR N                     one example decoded, with the teacher's top-5 answer tokens
   stats DIR                         rows per task, token counts, bytes per signal
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from wbvb.config import ConfigError, load_config
+from wbvb.storage import StorageError, location
 from wbvb.teacher.schema import TeacherDataError
 
 
@@ -48,17 +48,17 @@ def main(argv=None) -> int:
         elif args.cmd == "verify":
             from wbvb.teacher.verify import verify
 
-            print(json.dumps(verify(Path(args.dir), None if args.all else args.rows), indent=1))
+            print(json.dumps(verify(location(args.dir), None if args.all else args.rows), indent=1))
             print("verify: OK")
         elif args.cmd == "inspect":
             from wbvb.teacher.inspect import inspect_row
 
-            print(inspect_row(Path(args.dir), args.row))
+            print(inspect_row(location(args.dir), args.row))
         else:
             from wbvb.teacher.inspect import store_stats
 
-            print(json.dumps(store_stats(Path(args.dir)), indent=1))
-    except (ConfigError, TeacherDataError) as exc:
+            print(json.dumps(store_stats(location(args.dir)), indent=1))
+    except (ConfigError, TeacherDataError, StorageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

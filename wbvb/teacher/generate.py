@@ -1,6 +1,6 @@
 """Run the teacher once over prompt+answer and store its signals as Parquet shards.
 
-The store lives at ``<teacher_data.path>/<fingerprint>/``. The fingerprint hashes every input
+The store lives at ``<teacher_data.path>/<fingerprint>/``, a local folder or a URI (``storage``). The fingerprint hashes every input
 that changes the bytes (teacher weights, tokenizer, tasks, max length, k, layers, strides, dtype,
 encodings, shard size, format version); a complete store with the same fingerprint is reused. Shards are written to
 a temp name and renamed, and the manifest is updated after each one, so an interrupted run
@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from wbvb import storage
 from wbvb.batches import batched, collate, encode_example
 from wbvb.tasks import load_all, task_identity
 from wbvb.teacher.codec import encode_signals, layout_of, strided
@@ -72,10 +73,10 @@ def fingerprint(inputs: dict) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def store_dir(cfg, teacher_path: str, tokenizer) -> tuple[Path, dict, str]:
+def store_dir(cfg, teacher_path: str, tokenizer) -> tuple[Path | str, dict, str]:
     inputs = fingerprint_inputs(cfg, teacher_path, tokenizer)
     fp = fingerprint(inputs)
-    return cfg.teacher_data_dir / fp, inputs, fp
+    return storage.join(cfg.teacher_data_dir, fp), inputs, fp
 
 
 def resolve_layers(layers: list[int], num_layers: int, what: str) -> list[int]:
@@ -118,14 +119,14 @@ def teacher_rows(model, tokenizer, encoded: list[dict], cfg, layout: dict, devic
     return rows
 
 
-def _open_store(out_dir: Path, fp: str, force: bool) -> dict | None:
+def _open_store(out_dir: Path | str, fp: str, force: bool) -> dict | None:
     """The existing manifest of this store, or None to start afresh; refuse one for other inputs."""
-    if not (out_dir / MANIFEST).is_file() or force:
+    if force or not storage.is_file(storage.join(out_dir, MANIFEST)):
         return None
     manifest = read_manifest(out_dir)
     if manifest.get("fingerprint") != fp:
         raise TeacherDataError(
-            f"{out_dir / MANIFEST}: written for other inputs (fingerprint {manifest.get('fingerprint')}, "
+            f"{storage.join(out_dir, MANIFEST)}: written for other inputs (fingerprint {manifest.get('fingerprint')}, "
             f"expected {fp}); point teacher_data.path at the right directory, or move this folder away "
             "(or pass --force to overwrite it)")
     return manifest
@@ -147,7 +148,7 @@ def store_columns(td, vocab: int, hidden_size: int, heads: int, hidden_layers: l
             "hidden": hidden, "attention": attention}
 
 
-def generate(cfg, teacher_path: str, tokenizer, force: bool = False, progress: bool = False) -> Path:
+def generate(cfg, teacher_path: str, tokenizer, force: bool = False, progress: bool = False) -> Path | str:
     """Make sure the teacher store for these inputs exists and is complete; return its dir."""
     from wbvb.evaluate import evaluate
     from wbvb.models import load_model
@@ -159,7 +160,7 @@ def generate(cfg, teacher_path: str, tokenizer, force: bool = False, progress: b
         log.info("teacher data: reusing %s (fingerprint %s, %d rows)", out_dir, fp, manifest["num_rows"])
         print(f"teacher data: reusing {out_dir} (fingerprint {fp}, {manifest['num_rows']} rows)", flush=True)
         return out_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
+    storage.mkdir(out_dir)
     td, device = cfg.teacher_data, pick_device(cfg.training.device)
     model = load_model(teacher_path, need_attentions=True).to(device).eval()
     vocab = model.config.vocab_size
@@ -180,7 +181,8 @@ def generate(cfg, teacher_path: str, tokenizer, force: bool = False, progress: b
         "teacher_num_layers": n_layers,
     })
     layout = layout_of(manifest)
-    done = {s["file"] for s in manifest["shards"] if (out_dir / s["file"]).is_file()}
+    present = set(storage.listdir(out_dir))
+    done = {s["file"] for s in manifest["shards"] if s["file"] in present}
     chunks = list(batched(encoded, td.shard_rows))
     todo = [(i, c) for i, c in enumerate(chunks) if f"shard-{i:05d}.parquet" not in done]
     bar = tqdm(total=sum(len(c) for _, c in todo), unit="ex", desc="teacher data", disable=not progress,
@@ -206,7 +208,7 @@ def generate(cfg, teacher_path: str, tokenizer, force: bool = False, progress: b
     manifest["teacher_val_acc"] = ev["val_acc"]
     manifest["generation_seconds"] = round(time.perf_counter() - t0, 2)
     manifest["complete"] = True
-    write_json_atomic(out_dir / MANIFEST, manifest)
+    write_json_atomic(storage.join(out_dir, MANIFEST), manifest)
     print(f"teacher data: wrote {manifest['num_rows']} rows in {len(manifest['shards'])} shards to {out_dir} "
           f"({manifest['generation_seconds']} s); teacher accuracy {ev['accuracy']}", flush=True)
     return out_dir

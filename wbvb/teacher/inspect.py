@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from wbvb import storage
 from wbvb.teacher.schema import SIGNAL_COLUMNS, TeacherDataError, decode_row, read_manifest
 
 
@@ -20,12 +21,12 @@ def locate(manifest: dict, index: int) -> tuple[str, int]:
     raise TeacherDataError("manifest row counts do not add up to num_rows; run 'python -m wbvb.teacher verify'")
 
 
-def inspect_row(data_dir: Path, index: int, tokenizer=None, top: int = 5) -> str:
+def inspect_row(data_dir: Path | str, index: int, tokenizer=None, top: int = 5) -> str:
     """Text, answer span and the teacher's top tokens at each answer position of one stored row."""
-    data_dir = Path(data_dir)
+    data_dir = storage.location(data_dir)
     manifest = read_manifest(data_dir)
     shard, local = locate(manifest, index)
-    row = pq.read_table(data_dir / shard).slice(local, 1).to_pylist()[0]
+    row = storage.open_parquet(storage.join(data_dir, shard)).read().slice(local, 1).to_pylist()[0]
     dec = decode_row(row, manifest)
     if tokenizer is None:
         from wbvb.models import load_tokenizer
@@ -50,7 +51,7 @@ def column_bytes(files) -> Counter:
     """On-disk (compressed) bytes per top-level column over Parquet files (paths or ParquetFile)."""
     out = Counter()
     for f in files:
-        meta = (f if isinstance(f, pq.ParquetFile) else pq.ParquetFile(f)).metadata
+        meta = (f if isinstance(f, pq.ParquetFile) else storage.open_parquet(f)).metadata
         for g in range(meta.num_row_groups):
             rg = meta.row_group(g)
             for c in range(rg.num_columns):
@@ -58,14 +59,14 @@ def column_bytes(files) -> Counter:
     return out
 
 
-def store_stats(data_dir: Path) -> dict:
+def store_stats(data_dir: Path | str) -> dict:
     """Rows per task and split, token counts, and on-disk bytes per signal (total and per token)."""
-    data_dir = Path(data_dir)
+    data_dir = storage.location(data_dir)
     manifest = read_manifest(data_dir)
     rows, tokens, answer = Counter(), 0, 0
     col_bytes = Counter()
     for s in manifest["shards"]:
-        pf = pq.ParquetFile(data_dir / s["file"])
+        pf = storage.open_parquet(storage.join(data_dir, s["file"]))
         t = pf.read(columns=["task", "split", "seq_len", "prompt_len"])
         for task, split in zip(t.column("task").to_pylist(), t.column("split").to_pylist()):
             rows[f"{task}/{split}"] += 1

@@ -9,13 +9,12 @@ is never read.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from wbvb import storage
 from wbvb.teacher.codec import decode_batch
 
 # 2: narrow ids, lower-triangular attention, optional answer-only rows, int8 hidden
@@ -58,20 +57,18 @@ def decode_row(row: dict, manifest: dict) -> dict:
     return out
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+def write_json_atomic(path: Path | str, data: dict) -> None:
+    storage.write_bytes_atomic(path, json.dumps(data, indent=1, sort_keys=True).encode())
 
 
-def read_manifest(data_dir: Path) -> dict:
-    path = Path(data_dir) / MANIFEST
-    if not path.is_file():
+def read_manifest(data_dir: Path | str) -> dict:
+    """The manifest of a store folder (local path or URI), checked for this format version."""
+    path = storage.join(storage.location(data_dir), MANIFEST)
+    if not storage.is_file(path):
         raise TeacherDataError(f"{path}: no manifest; generate teacher data with "
-                               f"'python -m wbvb.teacher generate --config ...'")
+                               f"'python -m wbvb.teacher generate --config ...' or point at the right directory")
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(storage.read_bytes(path))
     except json.JSONDecodeError as exc:
         raise TeacherDataError(f"{path}: manifest is not valid JSON ({exc}); delete the folder and regenerate") from exc
     if manifest.get("format_version") != FORMAT_VERSION:
@@ -80,5 +77,6 @@ def read_manifest(data_dir: Path) -> dict:
     return manifest
 
 
-def shard_paths(data_dir: Path, manifest: dict) -> list[str]:
-    return [str(Path(data_dir) / s["file"]) for s in manifest["shards"]]
+def shard_paths(data_dir: Path | str, manifest: dict) -> list[Path | str]:
+    d = storage.location(data_dir)
+    return [storage.join(d, s["file"]) for s in manifest["shards"]]

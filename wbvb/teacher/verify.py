@@ -6,25 +6,29 @@ expected, with the fix. Nothing is deleted or rewritten here.
 from __future__ import annotations
 
 import random
+from fnmatch import fnmatch
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from wbvb import storage
 from wbvb.teacher.codec import BadValues, decode_batch
-from wbvb.teacher.schema import BASE_COLUMNS, SIGNAL_COLUMNS, TeacherDataError, arrow_schema, read_manifest
+from wbvb.teacher.schema import BASE_COLUMNS, MANIFEST, SIGNAL_COLUMNS, TeacherDataError, arrow_schema, read_manifest
 
 SUM_TOL = 1e-2  # fp16/bf16 rounding of up to a few hundred attention probabilities or top-k masses
 
 
-def open_shard(path: Path, expected_rows: int) -> pq.ParquetFile:
+def open_shard(path: Path | str, expected_rows: int) -> pq.ParquetFile:
     """A listed shard that exists, parses, has every column in the right type and the listed row count."""
-    if not path.is_file():
+    if not storage.is_file(path):
         raise TeacherDataError(f"{path}: listed in the manifest but missing; resume generation "
                                "('python -m wbvb.teacher generate --config ...') or point at the right directory")
     try:
-        pf = pq.ParquetFile(path)
+        pf = storage.open_parquet(path)
+    except storage.StorageError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any parse failure means a truncated or corrupt shard
         raise TeacherDataError(f"{path}: not a readable Parquet file, probably truncated ({exc}); move it away "
                                "and resume generation to rewrite it") from exc
@@ -93,23 +97,24 @@ def _check_attention(where: str, b: dict, manifest: dict) -> None:
         raise TeacherDataError(f"{where} column attention: a row sums to {worst:.4f}, expected {expected}")
 
 
-def stray_shards(data_dir: Path, manifest: dict) -> list[Path]:
+def stray_shards(data_dir: Path | str, manifest: dict) -> list[Path | str]:
     listed = {s["file"] for s in manifest["shards"]}
-    return [p for p in sorted(data_dir.glob("shard-*.parquet")) if p.name not in listed]
+    return [storage.join(data_dir, f) for f in storage.listdir(data_dir)
+            if fnmatch(f, "shard-*.parquet") and f not in listed]
 
 
-def verify(data_dir: Path, sample_rows: int | None = 20, seed: int = 0) -> dict:
+def verify(data_dir: Path | str, sample_rows: int | None = 20, seed: int = 0) -> dict:
     """Check the manifest against the shards and ``sample_rows`` rows across the store (None: all)."""
-    data_dir = Path(data_dir)
+    data_dir = storage.location(data_dir)
     manifest = read_manifest(data_dir)
     if not manifest.get("complete"):
         raise TeacherDataError(f"{data_dir}: teacher data is incomplete (generation was interrupted); "
                                "run the sweep or 'python -m wbvb.teacher generate' again to resume it")
     stray = stray_shards(data_dir, manifest)
     if stray:
-        raise TeacherDataError(f"{stray[0]}: a shard that {data_dir / 'manifest.json'} does not list, so it is "
+        raise TeacherDataError(f"{stray[0]}: a shard that {storage.join(data_dir, MANIFEST)} does not list, so it is "
                                "never read; it belongs to another run: move it out of this directory")
-    files = [open_shard(data_dir / s["file"], s["rows"]) for s in manifest["shards"]]
+    files = [open_shard(storage.join(data_dir, s["file"]), s["rows"]) for s in manifest["shards"]]
     starts, total = [], 0
     for s in manifest["shards"]:
         starts.append(total)
@@ -125,7 +130,7 @@ def verify(data_dir: Path, sample_rows: int | None = 20, seed: int = 0) -> dict:
             continue
         table = pf.read().take(local)
         for j, r in enumerate(local):
-            check_row(f"{data_dir / shard['file']} row {r}", table.slice(j, 1), manifest)
+            check_row(f"{storage.join(data_dir, shard['file'])} row {r}", table.slice(j, 1), manifest)
             checked += 1
     return {"dir": str(data_dir), "shards": len(manifest["shards"]), "rows": manifest["num_rows"],
             "rows_checked": checked, "fingerprint": manifest["fingerprint"]}

@@ -1,12 +1,11 @@
 """A background shard writer: Parquet encoding and disk I/O overlap the teacher's forward passes.
 
-Each shard is written to a hidden temporary name, renamed into place, and only then listed in
-``manifest.json`` (rewritten atomically), so a killed run leaves either a listed, complete shard
-or nothing that is ever read.
+Each shard is written to a hidden temporary name, renamed into place (uploaded whole, remotely:
+``storage.atomic_output``), and only then listed in ``manifest.json`` (rewritten atomically), so a
+killed run leaves either a listed, complete shard or nothing that is ever read.
 """
 from __future__ import annotations
 
-import os
 import queue
 import threading
 from pathlib import Path
@@ -14,23 +13,23 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from wbvb import storage
 from wbvb.teacher.schema import MANIFEST, TENSOR_COLUMNS, arrow_schema, write_json_atomic
 
 
-def write_shard(path: Path, rows: list[dict]) -> None:
+def write_shard(path: Path | str, rows: list[dict]) -> None:
     """Rows -> one Parquet file, one row group; tensor columns unencoded by dictionaries or stats."""
     table = pa.Table.from_pylist(rows, schema=arrow_schema())
-    tmp = path.parent / f".{path.name}.tmp"
     plain = [c for c in arrow_schema().names if c not in TENSOR_COLUMNS]
-    pq.write_table(table, tmp, row_group_size=max(len(rows), 1), compression="zstd", compression_level=1,
-                   use_dictionary=["task", "split"], write_statistics=plain)
-    os.replace(tmp, path)
+    with storage.atomic_output(path) as tmp:
+        pq.write_table(table, tmp, row_group_size=max(len(rows), 1), compression="zstd", compression_level=1,
+                       use_dictionary=["task", "split"], write_statistics=plain)
 
 
 class ShardWriter:
     """Writes shards on a thread while the caller computes the next ones; errors surface on close."""
 
-    def __init__(self, out_dir: Path, manifest: dict, max_pending: int = 2):
+    def __init__(self, out_dir: Path | str, manifest: dict, max_pending: int = 2):
         self.out_dir, self.manifest = out_dir, manifest
         self._queue: queue.Queue = queue.Queue(maxsize=max_pending)
         self._error: BaseException | None = None
@@ -56,10 +55,10 @@ class ShardWriter:
                 continue
             name, rows = item
             try:
-                write_shard(self.out_dir / name, rows)
+                write_shard(storage.join(self.out_dir, name), rows)
                 shards = [s for s in self.manifest["shards"] if s["file"] != name] + [{"file": name, "rows": len(rows)}]
                 self.manifest["shards"] = sorted(shards, key=lambda s: s["file"])
                 self.manifest["num_rows"] = sum(s["rows"] for s in self.manifest["shards"])
-                write_json_atomic(self.out_dir / MANIFEST, self.manifest)
+                write_json_atomic(storage.join(self.out_dir, MANIFEST), self.manifest)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
                 self._error = exc
