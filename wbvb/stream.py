@@ -1,8 +1,13 @@
 """Ray Data pipeline: teacher shards -> padded torch batches for one distill type.
 
 Reads lazily with column projection (a ``black_box`` trial never reads hidden or attention
-bytes), shuffles blocks and a local buffer with seeds derived from (trial seed, epoch), and
-preserves order otherwise so a run is reproducible. Arrow batches decode straight into padded
+bytes), shuffles the shard order and the rows within a window of ``SHUFFLE_WINDOW`` batches with
+seeds derived from (trial seed, epoch), and preserves order otherwise so a run is reproducible.
+Memory stays flat however large the store (benchmarks/README.md, "Teacher store"): blocks are
+capped at ``BLOCK_BYTES`` (Ray Data's default packs shards into blocks of up to 128 MiB), the
+shard order is shuffled before reading (``randomize_block_order`` first reads every block into
+the object store), and the row shuffle is ours (Ray's local shuffle buffer held up to ~8x the
+rows it was asked for). Arrow batches decode straight into padded
 tensors (``teacher.codec.decode_batch``), with no per-row Python objects. Ray Data gets a CPU cap of its own and a
 no-progress timeout, so a starved pipeline fails loudly instead of hanging (DESIGN: deadlock).
 """
@@ -10,12 +15,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from wbvb import storage
 from wbvb.teacher.codec import decode_batch
 from wbvb.teacher.schema import columns_for, shard_paths
 
 
-BLOCK_BYTES = 16 << 20
+BLOCK_BYTES = 4 << 20  # a trial holds a few blocks (prefetch, the batcher's copy), whatever the store size
+SHUFFLE_WINDOW = 4  # batches whose rows are shuffled together
 
 
 def configure_data_context(data_cpus: float, stall_timeout_s: float) -> None:
@@ -26,8 +34,6 @@ def configure_data_context(data_cpus: float, stall_timeout_s: float) -> None:
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     ctx = DataContext.get_current()
     ctx.execution_options.resource_limits = ExecutionResources(cpu=data_cpus)
-    # Ray Data packs shards into blocks of up to 128 MiB; the trial holds a block (and the batcher's
-    # copy of it), so its memory grew with the store until blocks were this small (benchmarks/README.md)
     ctx.target_max_block_size = BLOCK_BYTES
     ctx.execution_options.preserve_order = True
     ctx.execution_no_progress_timeout_s = stall_timeout_s
@@ -52,16 +58,18 @@ class ShardStream:
         self.data_cpus = data_cpus
         self.stall_timeout_s = stall_timeout_s
 
-    def dataset(self):
+    def dataset(self, paths: list[str] | None = None):
         import ray.data
 
         configure_data_context(self.data_cpus, self.stall_timeout_s)
-        return ray.data.read_parquet(self.paths, columns=self.columns, filesystem=self.filesystem,
-                                     ray_remote_args={"num_cpus": min(0.25, self.data_cpus)})
+        return ray.data.read_parquet(paths or self.paths, columns=self.columns, filesystem=self.filesystem,
+                                     num_cpus=min(0.25, self.data_cpus))
 
     def epoch(self, epoch: int, seed: int):
-        ds = self.dataset().randomize_block_order(seed=seed * 1009 + epoch)
-        for table in ds.iter_batches(batch_size=self.batch_size, batch_format="pyarrow",
-                                     local_shuffle_buffer_size=4 * self.batch_size,
-                                     local_shuffle_seed=seed * 1009 + epoch):
-            yield decode_batch(table, self.manifest, self.pad_id)
+        rng = np.random.default_rng(seed * 1009 + epoch)
+        order = [self.paths[i] for i in rng.permutation(len(self.paths))]
+        bs = self.batch_size
+        for window in self.dataset(order).iter_batches(batch_size=SHUFFLE_WINDOW * bs, batch_format="pyarrow"):
+            perm = rng.permutation(window.num_rows)
+            for start in range(0, window.num_rows, bs):
+                yield decode_batch(window.take(perm[start: start + bs]), self.manifest, self.pad_id)
