@@ -22,15 +22,6 @@ NP_DTYPES = {"float16": np.float16, "float32": np.float32, "bfloat16": np.uint16
              "uint8": np.uint8, "uint16": np.uint16, "int32": np.int32}
 
 
-def id_dtype_for(vocab_size: int) -> str:
-    """The narrowest integer type that holds every token id of the vocabulary."""
-    if vocab_size <= 1 << 8:
-        return "uint8"
-    if vocab_size <= 1 << 16:
-        return "uint16"
-    return "int32"
-
-
 def strided(n: int, stride: int) -> int:
     return (n + stride - 1) // stride
 
