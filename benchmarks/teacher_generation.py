@@ -57,6 +57,15 @@ def bare(model, data) -> float:
     return time.perf_counter() - t0
 
 
+class _Tokenizer:
+    """What teacher_rows asks of a tokenizer: the pad id and the vocabulary size."""
+
+    pad_token_id = 0
+
+    def __len__(self) -> int:
+        return VOCAB
+
+
 COMPACT = dict(logprob_encoding="gaps8", hidden_encoding="int8", attention_encoding="cbrt")
 
 
@@ -72,7 +81,7 @@ def generation(model, data, out_dir: Path, encodings: dict) -> float:
     t0 = time.perf_counter()
     writer = ShardWriter(out_dir, manifest)
     for i, b in enumerate(data):
-        rows = teacher_rows(model, SimpleNamespace(pad_token_id=0), b, cfg, layout, "cpu", [layer], [layer])
+        rows = teacher_rows(model, _Tokenizer(), b, cfg, layout, "cpu", [layer], [layer])
         writer.submit(f"shard-{i:05d}.parquet", rows)
     writer.close()
     return time.perf_counter() - t0
