@@ -29,7 +29,7 @@ def test_logprob_gaps_keep_head_order_and_last_gap():
     lp = torch.log_softmax(torch.tensor([[5.0, 3.0, 2.9, -4.0, -30.0], [0.0, 0.0, 0.0, 0.0, 0.0]]), -1).topk(5).values
     head, gmax, codes = compress.encode_logprob_gaps(lp)
     assert codes.dtype == np.uint8 and codes[0, -1] == 255 and (codes[1] == 0).all()
-    back = compress.decode_logprob_gaps(head.numpy(), gmax.numpy(), codes)
+    back = compress.decode_logprob_gaps(head, gmax, codes)
     assert np.allclose(back[:, [0, -1]], lp[:, [0, -1]].numpy(), atol=1e-4)  # head and largest gap exact
     assert (np.diff(back, axis=1) <= 0).all() and np.abs(back - lp.numpy()).max() < 0.2
 
@@ -58,7 +58,7 @@ def test_int8_hidden_is_absmax_per_vector_after_taking_out_outliers():
     x = torch.tensor([[0.5, -40.0, 0.25, 1.0]])
     q, scale, idx, vals = compress.quantize_int8(x, outliers=1)
     assert idx.tolist() == [[1]] and vals.tolist() == [[-40.0]] and q.tolist() == [[64, 0, 32, 127]]
-    assert np.allclose(compress.dequantize_int8(q, scale, idx, vals.numpy()), x.numpy(), atol=1 / 254)
+    assert np.allclose(compress.dequantize_int8(q, scale, idx, vals), x.numpy(), atol=1 / 254)
 
 
 def _manifest(dtype="float32", rows="all", k=3, dim=4, heads=2, layers=(1,), hs=2, s=2, vocab=50, **encodings):

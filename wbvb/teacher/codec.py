@@ -59,14 +59,13 @@ def encode_signals(prompt_len: int, topk_ids, topk_logprobs, hidden, attention, 
     out = {"topk_ids": compress.pack_bits(topk_ids.numpy(), layout["id_bits"])}
     if layout["logprobs"] == "gaps8":
         head, gmax, codes = compress.encode_logprob_gaps(topk_logprobs)
-        out["topk_logprobs"] = (to_numpy(head, "float32").tobytes() + to_numpy(gmax, "float32").tobytes()
-                                + codes.tobytes())
+        out["topk_logprobs"] = head.tobytes() + gmax.tobytes() + codes.tobytes()
     else:
         out["topk_logprobs"] = to_numpy(topk_logprobs, layout["logprobs"]).tobytes()
     if layout["hidden"] == "int8":
         q, scale, idx, vals = compress.quantize_int8(hidden, layout["hidden_outliers"])
         out["hidden"] = q.tobytes()
-        out["hidden_scale"] = scale.tobytes() + idx.tobytes() + to_numpy(vals, "float32").tobytes()
+        out["hidden_scale"] = scale.tobytes() + idx.tobytes() + vals.tobytes()
     else:
         out["hidden"], out["hidden_scale"] = to_numpy(hidden, layout["hidden"]).tobytes(), b""
     first = first_attention_row(prompt_len, layout["attention_stride"], layout["attention_rows"])

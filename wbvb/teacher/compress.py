@@ -55,16 +55,19 @@ def unpack_bits(buf: np.ndarray, bits: int, count: int) -> np.ndarray:
 
 # ---- log-probs: exact head, companded 8-bit gaps -------------------------------------------------
 
-def encode_logprob_gaps(logp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """[n, k] sorted log-probs -> (head [n], largest gap [n], uint8 codes [n, k-1])."""
-    logp = logp.float()
-    head = logp[:, 0]
-    gaps = (head[:, None] - logp[:, 1:]).clamp_min(0)
-    gmax = gaps[:, -1] if gaps.shape[1] else torch.zeros_like(head)
-    top = -torch.expm1(-gmax / TAU)  # companded value of the largest gap
-    c = -torch.expm1(-gaps / TAU) / top.clamp_min(1e-30)[:, None]
-    codes = torch.round(c * GAP_LEVELS).clamp(0, GAP_LEVELS).to(torch.uint8)
-    return head, gmax, codes.numpy()
+def encode_logprob_gaps(logp: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[n, k] sorted log-probs -> (head [n], largest gap [n], uint8 codes [n, k-1]), float32 / uint8.
+
+    numpy, not torch: on small per-row arrays torch's thread pool costs more than the arithmetic.
+    """
+    lp = logp.float().numpy()
+    head = lp[:, 0].copy()
+    gaps = np.maximum(head[:, None] - lp[:, 1:], 0)
+    gmax = gaps[:, -1].copy() if gaps.shape[1] else np.zeros_like(head)
+    top = -np.expm1(-gmax / TAU)  # companded value of the largest gap
+    c = -np.expm1(-gaps / TAU) / np.maximum(top, 1e-30)[:, None]
+    codes = np.clip(np.rint(c * GAP_LEVELS), 0, GAP_LEVELS).astype(np.uint8)
+    return head, gmax, codes
 
 
 def decode_logprob_gaps(head: np.ndarray, gmax: np.ndarray, codes: np.ndarray) -> np.ndarray:
@@ -110,22 +113,22 @@ def decode_cbrt(buf: np.ndarray, bits: int, count: int) -> np.ndarray:
 
 # ---- hidden states: int8 with per-vector outliers kept ------------------------------------------
 
-def quantize_int8(x: torch.Tensor, outliers: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, torch.Tensor]:
-    """[..., d] -> (int8 values, float32 scales [...], outlier dims uint16 [..., m], outlier values [..., m]).
+def quantize_int8(x: torch.Tensor, outliers: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """[..., d] -> (int8 values, float32 scales [...], outlier dims uint16 [..., m], float32 outlier values [..., m]).
 
     The ``outliers`` largest-magnitude dims of each vector are taken out (their int8 slot is 0) and
     returned exactly; the rest is absmax int8 per vector: x ~= q * scale, then outliers put back.
     """
-    x = x.float()
+    x = x.float().numpy().copy()
     if outliers:
-        idx = x.abs().topk(outliers, dim=-1).indices.sort(-1).values
-        vals = x.gather(-1, idx)
-        x = x.scatter(-1, idx, 0.0)
+        idx = np.sort(np.argpartition(-np.abs(x), outliers - 1, axis=-1)[..., :outliers], axis=-1)
+        vals = np.take_along_axis(x, idx, axis=-1)
+        np.put_along_axis(x, idx, 0.0, axis=-1)
     else:
-        idx, vals = torch.zeros(x.shape[:-1] + (0,), dtype=torch.int64), x[..., :0]
-    scale = x.abs().amax(-1, keepdim=True).clamp_min(1e-12) / 127.0
-    q = torch.round(x / scale).clamp(-127, 127).to(torch.int8)
-    return q.numpy(), scale.squeeze(-1).numpy().astype(np.float32), idx.numpy().astype(np.uint16), vals
+        idx, vals = np.zeros(x.shape[:-1] + (0,), dtype=np.int64), x[..., :0]
+    scale = np.maximum(np.abs(x).max(-1, keepdims=True), 1e-12) / np.float32(127.0)
+    q = np.clip(np.rint(x / scale), -127, 127).astype(np.int8)
+    return q, scale[..., 0].astype(np.float32), idx.astype(np.uint16), vals.astype(np.float32)
 
 
 def dequantize_int8(q: np.ndarray, scale: np.ndarray, idx: np.ndarray, vals: np.ndarray) -> np.ndarray:
