@@ -99,8 +99,9 @@ def teacher_rows(model, tokenizer, encoded: list[dict], cfg, layout: dict, devic
     out = model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device),
                 output_hidden_states=True, output_attentions=True)
     # embedding rows padded past the tokenizer (e.g. 152,064 for 151,936 tokens) are not vocabulary
-    logp = torch.log_softmax(out.logits[..., :len(tokenizer)].float(), dim=-1)
-    vals, ids = logp.topk(td.top_k, dim=-1)
+    logits = out.logits[..., :len(tokenizer)].float()
+    vals, ids = logits.topk(td.top_k, dim=-1)  # top-k of the logits, then log-probs: no vocab-sized log_softmax
+    vals = vals - torch.logsumexp(logits, dim=-1, keepdim=True)
     hs, s = td.hidden_stride, td.attention_stride
     # hidden_states[0] is the embedding output; block i's output is hidden_states[i + 1]
     hidden = torch.stack([out.hidden_states[i + 1][:, ::hs] for i in hidden_layers], 1).float().cpu()
