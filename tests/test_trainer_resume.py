@@ -1,45 +1,17 @@
 """Checkpoints inside an epoch: a trial restarted from one ends with an uninterrupted run's metrics."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
+from resume_runs import Stop, checkpointing, comparable, interrupt, resume, uninterrupted
 
 from wbvb.batches import ExampleSource
 from wbvb.config import ConfigError, config_from_dict
 from wbvb.models import load_tokenizer, resolve_model_paths
 from wbvb.tasks import load_all
 from wbvb.trainer import Trainer
-
-
-class Stop(Exception):
-    """The trial dies right after a checkpoint."""
-
-
-def _comparable(history):
-    return [{k: v for k, v in m.items() if k not in ("tokens_per_s", "data_wait_s")} for m in history]
-
-
-def _checkpointing(trainer, path, stop_at=None):
-    """An on_checkpoint callback that records progress, saves to ``path`` and stops at checkpoint ``stop_at``."""
-    seen = []
-
-    def on_checkpoint(progress):
-        seen.append(round(progress["epoch_progress"], 4))
-        trainer.save_checkpoint(path)
-        if len(seen) == stop_at:
-            raise Stop
-
-    return on_checkpoint, seen
-
-
-def _interrupt(make_trainer, make_source, ev, path, stop_at):
-    first = make_trainer()
-    cb, _ = _checkpointing(first, path, stop_at)
-    with pytest.raises(Stop):
-        first.fit(make_source(first), ev, on_checkpoint=cb)
-
-
-def _resume(make_trainer, make_source, ev, path):
-    second = make_trainer()
-    cb, seen = _checkpointing(second, path)
-    return second, second.fit(make_source(second), ev, resume_from=path, on_checkpoint=cb), seen
 
 
 @pytest.fixture
@@ -59,27 +31,25 @@ def test_sft_resumed_mid_epoch_ends_like_an_uninterrupted_run(sft_setup, tmp_pat
     import wbvb.batches
 
     make_trainer, make_source, ev = sft_setup
-    full_trainer = make_trainer()
-    cb, seen = _checkpointing(full_trainer, tmp_path / "full")
-    full = full_trainer.fit(make_source(full_trainer), ev, on_checkpoint=cb)
+    full, seen = uninterrupted(make_trainer, make_source, ev, tmp_path / "full")
     # every 2 optimizer steps, never at an epoch end (the epoch's own checkpoint covers it)
     assert seen == [round(x, 4) for x in (4 / 9, 8 / 9, 1 + 2 / 9, 1 + 6 / 9)]
 
-    _interrupt(make_trainer, make_source, ev, tmp_path / "ckpt", stop_at=2)  # after 8 of epoch 1's 9 micro-batches
+    interrupt(make_trainer, make_source, ev, tmp_path / "ckpt", stop_at=2)  # after 8 of epoch 1's 9 micro-batches
     padded = []
     collate = wbvb.batches.collate
     monkeypatch.setattr(wbvb.batches, "collate", lambda rows, pad: padded.append(len(rows)) or collate(rows, pad))
-    second, rest, seen = _resume(make_trainer, make_source, ev, tmp_path / "ckpt")
+    second, rest, seen = resume(make_trainer, make_source, ev, tmp_path / "ckpt")
     assert (second.start_epoch, second.start_micro) == (0, 8)
     assert len(padded) == 1 + 9  # the restart pads only epoch 1's ninth micro-batch, then epoch 2
     assert seen == [round(x, 4) for x in (1 + 2 / 9, 1 + 6 / 9)]
-    assert _comparable(rest) == _comparable(full)
+    assert comparable(rest) == comparable(full)
 
 
 def test_a_checkpoint_from_other_batch_sizes_is_refused(sft_setup, tiny_dict, tmp_path):
     make_trainer, make_source, ev = sft_setup
     first = make_trainer()
-    cb, _ = _checkpointing(first, tmp_path / "ckpt", stop_at=1)
+    cb, _ = checkpointing(first, tmp_path / "ckpt", stop_at=1)
     with pytest.raises(Stop):
         first.fit(make_source(first), ev, on_checkpoint=cb)
     tiny_dict["training"].update({"batch_size": 4, "effective_batch_size": 16})
@@ -121,18 +91,31 @@ def test_black_box_resumed_mid_epoch_from_shards_ends_like_an_uninterrupted_run(
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        full_trainer = make_trainer()
-        cb, seen = _checkpointing(full_trainer, tmp_path / "full")
-        full = full_trainer.fit(make_source(full_trainer), ev, on_checkpoint=cb)
+        full, seen = uninterrupted(make_trainer, make_source, ev, tmp_path / "full")
         assert seen == [round(x, 4) for x in (4 / 9, 8 / 9, 1 + 3 / 9, 1 + 7 / 9)]
-        _interrupt(make_trainer, make_source, ev, tmp_path / "ckpt", stop_at=3)  # 3 micro-batches into epoch 2
+        interrupt(make_trainer, make_source, ev, tmp_path / "ckpt", stop_at=3)  # 3 micro-batches into epoch 2
         decoded = []
         decode = wbvb.stream.decode_batch
         monkeypatch.setattr(wbvb.stream, "decode_batch", lambda *a: decoded.append(1) or decode(*a))
-        second, rest, _ = _resume(make_trainer, make_source, ev, tmp_path / "ckpt")
+        second, rest, _ = resume(make_trainer, make_source, ev, tmp_path / "ckpt")
     finally:
         ray.shutdown()
     assert (second.start_epoch, second.start_micro) == (1, 3)
     assert len(decoded) == 6  # the restart decodes only epoch 2's remaining 6 micro-batches
     assert [m["epoch"] for m in rest] == [2]
-    assert _comparable(rest) == _comparable(full[1:])
+    assert comparable(rest) == comparable(full[1:])
+
+
+@pytest.mark.e2e
+def test_deepspeed_zero3_resumed_mid_epoch_ends_like_an_uninterrupted_run(tiny_dict, tmp_path):
+    tiny_dict["training"].update({"epochs": 2, "batch_size": 8, "effective_batch_size": 16, "checkpoint_every_steps": 2,
+                                  "use_deepspeed": True, "deepspeed_config": str(
+                                      Path(__file__).parent.parent / "sweeps" / "ds_config_zero3.json")})
+    config_from_dict(tiny_dict)  # valid before it goes to the other process
+    script = Path(__file__).parent / "deepspeed_resume_run.py"
+    done = subprocess.run([sys.executable, str(script), json.dumps(tiny_dict), str(tmp_path)], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["position"] == [0, 8]  # after 8 of epoch 1's 9 micro-batches (4 optimizer steps of 2)
+    assert out["resumed"] == out["full"]

@@ -99,6 +99,25 @@ class EpochTally:
     data_wait_s: float = 0.0
 
 
+class PhaseClock:
+    """Seconds spent per phase of the loop (data wait, forward, backward, optimizer, logging), summed
+    over the run. Host time: on CUDA, kernels run asynchronously, so a phase's share is approximate."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    def add(self, phase: str, seconds: float) -> None:
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(phase, time.perf_counter() - start)
+
+
 def rng_states() -> dict:
     states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -219,6 +238,7 @@ class Trainer:
         self.micro_per_epoch = 0
         self._resumed_tally: Optional[EpochTally] = None
         self._position: Optional[dict] = None  # where a mid-epoch checkpoint taken now would resume
+        self.clock = PhaseClock()
         self.micro_batch = micro_batch_size(self.tr, distill_type)
         self.accum = accumulation_steps(self.tr, distill_type)
         self.amp_dtype = None if self.tr.use_deepspeed else autocast_dtype(self.tr.precision, self.device)
@@ -314,32 +334,40 @@ class Trainer:
         Returns the loss, its components and the gradient norm (None unless the optimizer stepped).
         """
         try:
-            loss, parts = self._forward_loss(batch)
-            values = {k: float(v.detach()) for k, v in parts.items()}
+            with self.clock("forward"):
+                loss, parts = self._forward_loss(batch)
+                values = {k: float(v.detach()) for k, v in parts.items()}
             if not torch.isfinite(loss):
                 return float("nan"), values, None
             if self.engine is not None:  # DeepSpeed scales by 1/accumulation and steps at boundaries
-                self.engine.backward(loss)
-                self.engine.step()
+                # our boundaries, not its micro-step counter: groups restart each epoch (a short last
+                # group) and the counter is not in its checkpoint (a mid-epoch resume)
+                self.engine.set_gradient_accumulation_boundary(last_of_group)
+                with self.clock("backward"):
+                    self.engine.backward(loss)
+                with self.clock("optimizer"):
+                    self.engine.step()
                 if not last_of_group:
                     return float(loss.detach()), values, None
                 norm = self.engine.get_global_grad_norm()
                 return float(loss.detach()), values, float(norm) if norm is not None else float("nan")
-            scaled = loss / self.accum
-            (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+            with self.clock("backward"):
+                scaled = loss / self.accum
+                (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             if not last_of_group:
                 return float(loss.detach()), values, None
-            if self.scaler:
-                self.scaler.unscale_(self.optimizer)
-            norm = torch.nn.utils.clip_grad_norm_(self.bundle.parameters(),
-                                                  self.tr.grad_clip if self.tr.grad_clip > 0 else float("inf"))
-            if self.scaler:
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scheduler.step()
+            with self.clock("optimizer"):
+                if self.scaler:
+                    self.scaler.unscale_(self.optimizer)
+                norm = torch.nn.utils.clip_grad_norm_(self.bundle.parameters(),
+                                                      self.tr.grad_clip if self.tr.grad_clip > 0 else float("inf"))
+                if self.scaler:
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                else:
+                    self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scheduler.step()
             return float(loss.detach()), values, float(norm)
         except torch.cuda.OutOfMemoryError as exc:
             raise RuntimeError(
@@ -461,7 +489,9 @@ class Trainer:
         for micro in range(first, n):
             wait = time.perf_counter()
             item = next(stream, None)
-            tally.data_wait_s += time.perf_counter() - wait
+            wait = time.perf_counter() - wait
+            tally.data_wait_s += wait
+            self.clock.add("data_wait", wait)
             if item is None or item[0] != epoch:
                 raise RuntimeError(f"the batch source gave {micro} micro-batches in epoch {epoch}, expected {n} "
                                    f"({self.micro_batch} rows each)")
@@ -488,7 +518,8 @@ class Trainer:
                 group["n"] = group.get("n", 0) + 1
             if last:
                 if norm is not None:
-                    self._log_step(group, norm)
+                    with self.clock("logging"):
+                        self._log_step(group, norm)
                     self.global_step += 1
                     if on_checkpoint is not None and every and self.global_step % every == 0 and micro < n - 1:
                         t0 += self._mid_epoch_checkpoint(on_checkpoint, epoch, micro + 1, tally, t0)
