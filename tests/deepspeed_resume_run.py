@@ -33,7 +33,7 @@ def main() -> None:
         return ExampleSource(train, tok, cfg.training.max_length, t.micro_batch)
 
     full, _ = uninterrupted(make_trainer, make_source, ev, out / "full")
-    interrupt(make_trainer, make_source, ev, out / "ckpt", stop_at=2)
+    interrupt(make_trainer, make_source, ev, out / "ckpt", stop_at=3)
     second, rest, _ = resume(make_trainer, make_source, ev, out / "ckpt")
     print(json.dumps({"full": comparable(full), "resumed": comparable(rest),
                       "position": [second.start_epoch, second.start_micro]}))
