@@ -12,8 +12,9 @@ Epoch size: 2,000 training examples per quickstart task (6,000 rows, 188 micro-b
 examples, ~10 min) is far longer, so fixed costs (a trial's first Ray Data start) weigh more here
 than in real use; the teacher is not fine-tuned first (its quality does not change the cost).
 
-Prints `name: value` lines: tokens/s of each loop, their ratio (target >= 0.9) and where each
-loop's time went (data wait, forward, backward, optimizer, logging).
+Prints `name: value` lines: tokens/s of each loop, their ratio (target >= 0.9), where each loop's
+time went (data wait, forward, backward, optimizer, logging), and each training thread's CPU
+seconds (a check that holds on a shared machine, where wall times swing with the load).
 
 python benchmarks/trainer_throughput.py [--rows-per-task 2000] [--epochs 3] [--repeats 2]
 """
@@ -29,13 +30,13 @@ import torch
 PHASES = ("data_wait", "forward", "backward", "optimizer", "logging")
 
 
-def bare_loop(model, epochs, lr, clip, beta, temperature) -> tuple[float, dict]:
-    """Wall seconds of the plain loop over in-memory batches, and its per-phase seconds."""
+def bare_loop(model, epochs, lr, clip, beta, temperature) -> tuple[float, dict, float]:
+    """Wall seconds of the plain loop over in-memory batches, its per-phase seconds, its thread's CPU seconds."""
     from wbvb import losses
 
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     phase = dict.fromkeys(("forward", "backward", "optimizer"), 0.0)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()
     for batches in epochs:
         for b in batches:
             t = time.perf_counter()
@@ -52,11 +53,12 @@ def bare_loop(model, epochs, lr, clip, beta, temperature) -> tuple[float, dict]:
             phase["forward"] += t1 - t
             phase["backward"] += t2 - t1
             phase["optimizer"] += t3 - t2
-    return time.perf_counter() - t0, phase
+    return time.perf_counter() - t0, phase, time.thread_time() - c0
 
 
-def trial_loop(cfg, prep, tok, dims, eval_examples, tb_dir) -> tuple[float, dict, list[dict]]:
-    """Loop seconds of a whole black_box trial (fit minus its evaluations), per-phase seconds, metrics."""
+def trial_loop(cfg, prep, tok, dims, eval_examples, tb_dir) -> tuple[float, dict, float, list[dict]]:
+    """Loop seconds of a whole black_box trial (fit minus its evaluations), per-phase seconds, the
+    training thread's CPU seconds (also minus evaluations), metrics."""
     from wbvb.config import SIGNALS_BY_TYPE
     from wbvb.stream import ShardStream
     from wbvb.trainer import Trainer
@@ -64,19 +66,21 @@ def trial_loop(cfg, prep, tok, dims, eval_examples, tb_dir) -> tuple[float, dict
     trainer = Trainer(cfg, "black_box", 0, prep.student_path, tok, dims, tb_dir=tb_dir)
     stream = ShardStream(prep.data_dir, prep.manifest, SIGNALS_BY_TYPE["black_box"], trainer.micro_batch,
                          cfg.sweep.data_cpus, cfg.sweep.stall_timeout_s)
-    evaluate, eval_s = trainer.evaluate, []
+    evaluate, eval_s, eval_cpu = trainer.evaluate, [], []
 
     def timed_evaluate(examples):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.thread_time()
         try:
             return evaluate(examples)
         finally:
             eval_s.append(time.perf_counter() - t)
+            eval_cpu.append(time.thread_time() - c)
 
     trainer.evaluate = timed_evaluate
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()
     history = trainer.fit(stream, eval_examples)
-    return time.perf_counter() - t0 - sum(eval_s), trainer.clock.seconds, history
+    return (time.perf_counter() - t0 - sum(eval_s), trainer.clock.seconds, time.thread_time() - c0 - sum(eval_cpu),
+            history)
 
 
 def main() -> None:
@@ -121,8 +125,8 @@ def main() -> None:
         trials.append(trial_loop(cfg, prep, tok, dims, eval_examples, f"{tmp}/tb{r}"))
         bares.append(bare_loop(load_model(prep.student_path), epochs, cfg.training.lr, cfg.training.grad_clip,
                                cfg.loss.beta, cfg.loss.temperature))
-    trial_s, trial_phase, history = min(trials, key=lambda t: t[0])
-    bare_s, bare_phase = min(bares, key=lambda b: b[0])
+    trial_s, trial_phase, trial_cpu, history = min(trials, key=lambda t: t[0])
+    bare_s, bare_phase, bare_cpu = min(bares, key=lambda b: b[0])
     print(f"epoch_rows: {prep.manifest['num_rows']}")
     print(f"epoch_micro_batches: {len(epochs[0])}")
     print(f"epochs: {args.epochs}")
@@ -139,6 +143,10 @@ def main() -> None:
     for p in ("forward", "backward", "optimizer"):
         print(f"bare_{p}_s: {bare_phase[p]:.2f}")
     print(f"bare_other_s: {bare_s - sum(bare_phase.values()):.2f}")
+    # the training thread's own CPU time: what the loop costs that thread, whatever else runs on the machine
+    print(f"trial_thread_cpu_s: {trial_cpu:.2f}")
+    print(f"bare_thread_cpu_s: {bare_cpu:.2f}")
+    print(f"load_average_1min_at_end: {os.getloadavg()[0]:.1f}")
     ray.shutdown()
 
 
