@@ -46,6 +46,18 @@ def test_partial_line_of_a_running_trial_is_skipped(tmp_path):
     assert len(analysis.load_results(tmp_path)) == 1
 
 
+def test_mid_epoch_checkpoint_reports_are_not_epoch_rows(tmp_path):
+    _trial(tmp_path, "sft-seed0", "sft", 0, [(0.1, 0.0), (0.5, 0.2)])
+    path = tmp_path / "tune" / "sft-seed0" / "result.json"
+    lines = path.read_text().splitlines()
+    mid = json.dumps({"trial_id": "sft-seed0", "epoch_progress": 1.5, "steps": 7, "train_loss": 0.8,
+                      "config": {"distill_type": "sft", "seed": 0}})
+    path.write_text("\n".join([lines[0], mid, lines[1], mid.replace("1.5", "2.5")]) + "\n")  # the last: a re-run
+    df = analysis.load_results(tmp_path)
+    assert list(df["epoch"]) == [1, 2]
+    assert analysis.select_epoch(df)["val_acc"].item() == pytest.approx(0.35)
+
+
 def test_cli_errors_on_empty_folder(tmp_path, capsys):
     assert analysis.main([str(tmp_path)]) == 2
     assert "no trial results" in capsys.readouterr().err

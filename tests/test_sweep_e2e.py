@@ -85,13 +85,15 @@ def test_deepspeed_zero3_offload_trial_in_a_sweep(tiny_dict, ray_2cpu):
     from wbvb.sweep import run_sweep
 
     tiny_dict["sweep"]["distill_types"] = ["black_box"]
-    tiny_dict["training"].update({"use_deepspeed": True, "epochs": 2,
+    tiny_dict["training"].update({"use_deepspeed": True, "epochs": 2, "checkpoint_every_steps": 4,
                                   "deepspeed_config": str(Path(__file__).parent.parent / "sweeps" / "ds_config_zero3.json")})
     cfg = config_from_dict(tiny_dict)
     result = run_sweep(cfg)
     assert not result["errors"]
     df = result["summary"]
-    assert list(df["epoch"]) == [1, 2]
+    assert list(df["epoch"]) == [1, 2]  # the mid-epoch checkpoint reports are not epoch rows
+    reports = [json.loads(line) for line in (cfg.run_dir / "tune" / "black_box-seed0" / "result.json").open()]
+    assert [r.get("epoch", r["epoch_progress"]) for r in reports] == [4 / 9, 8 / 9, 1, 1 + 3 / 9, 1 + 7 / 9, 2]
     assert df["train_loss"].iloc[1] < df["train_loss"].iloc[0]
     assert df["kd_loss"].gt(0).all() and df["val_acc"].notna().all()
     final = sorted((cfg.run_dir / "tune" / "black_box-seed0").glob("checkpoint_*"))[-1] / "final_model"

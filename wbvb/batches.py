@@ -87,7 +87,16 @@ class ExampleSource:
         self.batch_size = batch_size
         self.num_rows = len(self.rows)
 
+    def batches(self, first_epoch: int, end_epoch: int, seed: int, skip: int = 0):
+        """(epoch, batch) in an order fixed by (seed, epoch); ``skip`` micro-batches of the first
+        epoch are left out without being padded (a mid-epoch resume)."""
+        for epoch in range(first_epoch, end_epoch):
+            order = np.random.default_rng([seed, epoch]).permutation(self.num_rows)
+            if epoch == first_epoch:
+                order = order[skip * self.batch_size:]
+            for idx in batched(order, self.batch_size):
+                yield epoch, collate([self.rows[i] for i in idx], self.pad_id)
+
     def epoch(self, epoch: int, seed: int):
-        order = np.random.default_rng([seed, epoch]).permutation(self.num_rows)
-        for idx in batched(order, self.batch_size):
-            yield collate([self.rows[i] for i in idx], self.pad_id)
+        for _, batch in self.batches(epoch, epoch + 1, seed):
+            yield batch

@@ -113,6 +113,7 @@ class TrainingConfig:
     effective_batch_size: int = 0  # examples per optimizer step, reached by accumulation (0: batch_size)
     precision: str = "auto"  # auto (CUDA: bf16 if supported else fp16 + GradScaler; CPU: fp32) | fp32 | bf16 | fp16
     max_bad_steps: int = 20  # non-finite losses in a row before a trial fails
+    checkpoint_every_steps: int = 0  # also checkpoint inside an epoch every N optimizer steps (0: epoch ends only)
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
@@ -352,6 +353,9 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
                               f"({micro}) so every distill type sees the same optimisation schedule")
     if tr.max_bad_steps < 1:
         raise ConfigError("training.max_bad_steps must be >= 1")
+    if tr.checkpoint_every_steps < 0:
+        raise ConfigError(f"training.checkpoint_every_steps ({tr.checkpoint_every_steps}) must be >= 0 "
+                          "(0: checkpoint at epoch ends only)")
     if tr.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"training.device '{tr.device}': choose auto, cpu or cuda")
     if tr.use_deepspeed:

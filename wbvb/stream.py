@@ -1,29 +1,31 @@
 """Ray Data pipeline: teacher shards -> padded torch batches for one distill type.
 
 Reads lazily with column projection (a ``black_box`` trial never reads hidden or attention
-bytes), shuffles the shard order and the rows within a window of ``SHUFFLE_WINDOW`` batches with
-seeds derived from (trial seed, epoch), and preserves order otherwise so a run is reproducible.
-Memory stays flat however large the store (benchmarks/README.md, "Teacher store"): blocks are
-capped at ``BLOCK_BYTES`` (Ray Data's default packs shards into blocks of up to 128 MiB), the
-shard order is shuffled before reading (``randomize_block_order`` first reads every block into
-the object store), and the row shuffle is ours (Ray's local shuffle buffer held up to ~8x the
-rows it was asked for). Arrow batches decode straight into padded
-tensors (``teacher.codec.decode_batch``), with no per-row Python objects. Ray Data gets a CPU cap of its own and a
-no-progress timeout, so a starved pipeline fails loudly instead of hanging (DESIGN: deadlock).
+bytes). Each epoch reads the shards in an order and draws batches from a shuffle buffer with
+seeds derived from (trial seed, epoch) (``wbvb.shuffle``), and order is preserved otherwise so a
+run is reproducible; a thread reads ahead across epoch ends, so the next epoch's Ray Data
+execution (seconds to start) starts while the current one trains. Memory stays flat however large
+the store (benchmarks/README.md, "Teacher store"): blocks are capped at ``BLOCK_BYTES`` (Ray
+Data's default packs shards into blocks of up to 128 MiB), the shard order is drawn before
+reading (``randomize_block_order`` first reads every block into the object store), and the row
+shuffle is ours (Ray's local shuffle buffer held up to ~8x the rows it was asked for). Arrow
+batches decode straight into padded tensors (``teacher.codec.decode_batch``), with no per-row
+Python objects. Ray Data gets a CPU cap of its own and a no-progress timeout, so a starved
+pipeline fails loudly instead of hanging (DESIGN: deadlock).
 """
 from __future__ import annotations
 
 from pathlib import Path
-
-import numpy as np
+from typing import Iterator, Optional
 
 from wbvb import storage
+from wbvb.prefetch import prefetch
+from wbvb.shuffle import RowCutter, batch_rng, shard_order, shuffled_batches
 from wbvb.teacher.codec import decode_batch
 from wbvb.teacher.schema import columns_for, shard_paths
 
 
 BLOCK_BYTES = 4 << 20  # a trial holds a few blocks (prefetch, the batcher's copy), whatever the store size
-SHUFFLE_WINDOW = 4  # batches whose rows are shuffled together
 
 
 def configure_data_context(data_cpus: float, stall_timeout_s: float) -> None:
@@ -42,6 +44,9 @@ def configure_data_context(data_cpus: float, stall_timeout_s: float) -> None:
     ctx.enable_auto_log_stats = False
 
 
+TABLES_AHEAD = 2  # Arrow blocks read ahead of the batches (memory: two blocks of the projected columns)
+
+
 class ShardStream:
     """A batch source over a teacher store, reading only ``signals``' columns."""
 
@@ -58,18 +63,34 @@ class ShardStream:
         self.data_cpus = data_cpus
         self.stall_timeout_s = stall_timeout_s
 
-    def dataset(self, paths: list[str] | None = None):
+    def dataset(self, paths: Optional[list] = None):
         import ray.data
 
         configure_data_context(self.data_cpus, self.stall_timeout_s)
-        return ray.data.read_parquet(paths or self.paths, columns=self.columns, filesystem=self.filesystem,
+        paths = self.paths if paths is None else paths
+        return ray.data.read_parquet(paths, columns=self.columns, filesystem=self.filesystem,
                                      num_cpus=min(0.25, self.data_cpus))
 
-    def epoch(self, epoch: int, seed: int):
-        rng = np.random.default_rng(seed * 1009 + epoch)
-        order = [self.paths[i] for i in rng.permutation(len(self.paths))]
-        bs = self.batch_size
-        for window in self.dataset(order).iter_batches(batch_size=SHUFFLE_WINDOW * bs, batch_format="pyarrow"):
-            perm = rng.permutation(window.num_rows)
-            for start in range(0, window.num_rows, bs):
-                yield decode_batch(window.take(perm[start: start + bs]), self.manifest, self.pad_id)
+    def batches(self, first_epoch: int, end_epoch: int, seed: int, skip: int = 0) -> Iterator[tuple[int, dict]]:
+        """(epoch, batch) for epochs [first_epoch, end_epoch), the epochs read back to back.
+
+        A thread reads Arrow blocks ahead of the batches, across epoch ends, so the next epoch's
+        Ray Data execution starts (seconds) while this one still trains. ``skip``: micro-batches
+        of ``first_epoch`` already trained (a mid-epoch resume): drawn as before, not decoded.
+        """
+        rows = RowCutter(prefetch(self._tables(first_epoch, end_epoch, seed), depth=TABLES_AHEAD))
+        for epoch in range(first_epoch, end_epoch):
+            drawn = shuffled_batches(rows.take(self.num_rows), self.batch_size, 4 * self.batch_size,
+                                     batch_rng(seed, epoch), skip if epoch == first_epoch else 0)
+            for table in drawn:
+                if table is not None:
+                    yield epoch, decode_batch(table, self.manifest, self.pad_id)
+
+    def _tables(self, first_epoch: int, end_epoch: int, seed: int) -> Iterator:
+        for epoch in range(first_epoch, end_epoch):
+            order = [self.paths[i] for i in shard_order(len(self.paths), seed, epoch)]
+            yield from self.dataset(order).iter_batches(batch_size=None, batch_format="pyarrow")
+
+    def epoch(self, epoch: int, seed: int) -> Iterator[dict]:
+        for _, batch in self.batches(epoch, epoch + 1, seed):
+            yield batch

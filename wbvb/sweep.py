@@ -72,12 +72,19 @@ def run_trial(config: dict, cfg_dict: dict, data_dir: str, student_path: str) ->
                 trainer.save_pretrained(Path(d) / "final_model")
             tune.report(ordered, checkpoint=tune.Checkpoint.from_directory(d))
 
+    def on_checkpoint(progress: dict) -> None:
+        """training.checkpoint_every_steps: a mid-epoch checkpoint. Its report has no `epoch` (nothing
+        was evaluated): the analysis keeps epoch reports only; `epoch_progress` says how far it got."""
+        with tempfile.TemporaryDirectory(prefix="wbvb-ckpt-") as d:
+            trainer.save_checkpoint(Path(d))
+            tune.report(progress | {"node_id": node_id}, checkpoint=tune.Checkpoint.from_directory(d))
+
     ckpt = tune.get_checkpoint()
     if ckpt is None:
-        trainer.fit(source, eval_examples, on_epoch_end=on_epoch_end)
+        trainer.fit(source, eval_examples, on_epoch_end=on_epoch_end, on_checkpoint=on_checkpoint)
         return
-    with ckpt.as_directory() as d:  # a restarted trial continues after its last reported epoch
-        trainer.fit(source, eval_examples, on_epoch_end=on_epoch_end, resume_from=Path(d))
+    with ckpt.as_directory() as d:  # a restarted trial continues where its last checkpoint was taken
+        trainer.fit(source, eval_examples, on_epoch_end=on_epoch_end, resume_from=Path(d), on_checkpoint=on_checkpoint)
 
 
 def _quiet_libraries() -> None:

@@ -13,9 +13,9 @@ import os
 import random
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Protocol
+from typing import Callable, Iterable, Iterator, Optional, Protocol
 
 import numpy as np
 import torch
@@ -30,9 +30,12 @@ from wbvb.mapping import head_map, layer_pairs, missing_layers, stored_index
 
 
 class BatchSource(Protocol):
+    """Batches of epochs [first_epoch, end_epoch) in an order fixed by (seed, epoch), as (epoch, batch);
+    ``skip`` micro-batches of the first epoch are left out (a mid-epoch resume)."""
+
     num_rows: int
 
-    def epoch(self, epoch: int, seed: int) -> Iterable[dict]: ...
+    def batches(self, first_epoch: int, end_epoch: int, seed: int, skip: int = 0) -> Iterable[tuple[int, dict]]: ...
 
 
 class NonFiniteLossError(RuntimeError):
@@ -80,6 +83,54 @@ class StudentBundle(nn.Module):
         with self.capture:
             logits = self.student(input_ids=input_ids, attention_mask=attention_mask).logits
         return logits, dict(self.capture.hidden), dict(self.capture.attentions)
+
+
+@dataclass
+class EpochTally:
+    """What an epoch has added up so far; saved in a mid-epoch checkpoint so the resumed epoch
+    reports the same means as an uninterrupted one."""
+
+    sums: dict = field(default_factory=dict)
+    n_ok: int = 0
+    tokens: int = 0
+    skipped: int = 0
+    bad_in_row: int = 0
+    train_s: float = 0.0  # training time before this process took over (tokens/s)
+    data_wait_s: float = 0.0
+
+
+class PhaseClock:
+    """Seconds spent per phase of the loop (data wait, forward, backward, optimizer, logging), summed
+    over the run. Host time: on CUDA, kernels run asynchronously, so a phase's share is approximate."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    def add(self, phase: str, seconds: float) -> None:
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(phase, time.perf_counter() - start)
+
+
+def rng_states() -> dict:
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if states.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 def seed_everything(seed: int) -> None:
@@ -183,6 +234,11 @@ class Trainer:
         self.engine = None
         self.global_step = 0  # optimizer steps
         self.start_epoch = 0
+        self.start_micro = 0  # micro-batches of start_epoch already trained (mid-epoch resume)
+        self.micro_per_epoch = 0
+        self._resumed_tally: Optional[EpochTally] = None
+        self._position: Optional[dict] = None  # where a mid-epoch checkpoint taken now would resume
+        self.clock = PhaseClock()
         self.micro_batch = micro_batch_size(self.tr, distill_type)
         self.accum = accumulation_steps(self.tr, distill_type)
         self.amp_dtype = None if self.tr.use_deepspeed else autocast_dtype(self.tr.precision, self.device)
@@ -278,32 +334,40 @@ class Trainer:
         Returns the loss, its components and the gradient norm (None unless the optimizer stepped).
         """
         try:
-            loss, parts = self._forward_loss(batch)
-            values = {k: float(v.detach()) for k, v in parts.items()}
+            with self.clock("forward"):
+                loss, parts = self._forward_loss(batch)
+                values = {k: float(v.detach()) for k, v in parts.items()}
             if not torch.isfinite(loss):
                 return float("nan"), values, None
             if self.engine is not None:  # DeepSpeed scales by 1/accumulation and steps at boundaries
-                self.engine.backward(loss)
-                self.engine.step()
+                # our boundaries, not its micro-step counter: groups restart each epoch (a short last
+                # group) and the counter is not in its checkpoint (a mid-epoch resume)
+                self.engine.set_gradient_accumulation_boundary(last_of_group)
+                with self.clock("backward"):
+                    self.engine.backward(loss)
+                with self.clock("optimizer"):
+                    self.engine.step()
                 if not last_of_group:
                     return float(loss.detach()), values, None
                 norm = self.engine.get_global_grad_norm()
                 return float(loss.detach()), values, float(norm) if norm is not None else float("nan")
-            scaled = loss / self.accum
-            (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+            with self.clock("backward"):
+                scaled = loss / self.accum
+                (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             if not last_of_group:
                 return float(loss.detach()), values, None
-            if self.scaler:
-                self.scaler.unscale_(self.optimizer)
-            norm = torch.nn.utils.clip_grad_norm_(self.bundle.parameters(),
-                                                  self.tr.grad_clip if self.tr.grad_clip > 0 else float("inf"))
-            if self.scaler:
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scheduler.step()
+            with self.clock("optimizer"):
+                if self.scaler:
+                    self.scaler.unscale_(self.optimizer)
+                norm = torch.nn.utils.clip_grad_norm_(self.bundle.parameters(),
+                                                      self.tr.grad_clip if self.tr.grad_clip > 0 else float("inf"))
+                if self.scaler:
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                else:
+                    self.optimizer.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scheduler.step()
             return float(loss.detach()), values, float(norm)
         except torch.cuda.OutOfMemoryError as exc:
             raise RuntimeError(
@@ -327,11 +391,19 @@ class Trainer:
                             self.tr.max_new_tokens, self.tr.max_length, self.device)
 
     # ---- checkpoints ---------------------------------------------------------------------
-    def save_checkpoint(self, path: Path, epoch: int) -> None:
+    def save_checkpoint(self, path: Path, epoch: Optional[int] = None) -> None:
+        """Everything a restarted trial needs: weights, optimizer, scheduler, scaler, RNG states and
+        the data position. ``epoch``: the end of that epoch; None: the current mid-epoch position
+        (only valid inside an ``on_checkpoint`` callback)."""
+        if epoch is not None:
+            position = {"epoch": epoch + 1, "micro_batches": 0, "tally": None}
+        elif self._position is not None:
+            position = self._position
+        else:
+            raise RuntimeError("save_checkpoint without an epoch is for fit's on_checkpoint callback (mid-epoch)")
         path.mkdir(parents=True, exist_ok=True)
-        state = {"epoch": epoch, "global_step": self.global_step, "scheduler": self.scheduler.state_dict(),
-                 "rng": {"python": random.getstate(), "numpy": np.random.get_state(),
-                         "torch": torch.get_rng_state()}}
+        state = {"position": {**position, "micro_per_epoch": self.micro_per_epoch}, "global_step": self.global_step,
+                 "scheduler": self.scheduler.state_dict(), "rng": rng_states()}
         if self.engine is not None:
             self.engine.save_checkpoint(str(path / "deepspeed"), tag="wbvb")
         else:
@@ -342,6 +414,11 @@ class Trainer:
 
     def load_checkpoint(self, path: Path) -> None:
         state = torch.load(path / "trainer_state.pt", map_location=self.device, weights_only=False)
+        position = state.get("position") or {"epoch": state["epoch"] + 1, "micro_batches": 0, "tally": None}
+        if position["micro_batches"] and position.get("micro_per_epoch") != self.micro_per_epoch:
+            raise ConfigError(f"{path}: a mid-epoch checkpoint taken at {position.get('micro_per_epoch')} micro-batches "
+                              f"per epoch, now {self.micro_per_epoch}; resume with the batch sizes it was taken "
+                              "with (training.batch_size / whitebox_batch_size) or start the trial anew")
         if self.engine is not None:
             self.engine.load_checkpoint(str(path / "deepspeed"), tag="wbvb")
         else:
@@ -350,11 +427,10 @@ class Trainer:
             if self.scaler and state.get("scaler"):
                 self.scaler.load_state_dict(state["scaler"])
         self.scheduler.load_state_dict(state["scheduler"])
-        random.setstate(state["rng"]["python"])
-        np.random.set_state(state["rng"]["numpy"])
-        torch.set_rng_state(state["rng"]["torch"])
+        set_rng_states(state["rng"])
         self.global_step = state["global_step"]
-        self.start_epoch = state["epoch"] + 1
+        self.start_epoch, self.start_micro = position["epoch"], position["micro_batches"]
+        self._resumed_tally = EpochTally(**position["tally"]) if position["tally"] else None
 
     def save_pretrained(self, path: Path) -> None:
         with self.full_weights():
@@ -365,76 +441,91 @@ class Trainer:
 
     # ---- the run ---------------------------------------------------------------------------
     def fit(self, source: BatchSource, eval_examples, on_epoch_end: Optional[Callable] = None,
-            resume_from: Optional[Path] = None) -> list[dict]:
-        micro_batches = math.ceil(source.num_rows / self.micro_batch)
-        self._setup_optimisation(math.ceil(micro_batches / self.accum))
+            resume_from: Optional[Path] = None, on_checkpoint: Optional[Callable] = None) -> list[dict]:
+        """Train the remaining epochs; ``on_epoch_end(metrics, epoch)`` after each epoch's evaluation,
+        ``on_checkpoint(progress)`` every ``training.checkpoint_every_steps`` optimizer steps inside
+        an epoch (call ``save_checkpoint(path)`` there)."""
+        self.micro_per_epoch = math.ceil(source.num_rows / self.micro_batch)
+        self._setup_optimisation(math.ceil(self.micro_per_epoch / self.accum))
         if resume_from is not None:
             self.load_checkpoint(resume_from)
         history = []
-        for epoch in range(self.start_epoch, self.epochs):
-            metrics = self._train_epoch(source, epoch)
-            ev = self.evaluate(eval_examples)
-            metrics.update({"validation_loss": ev["validation_loss"], "val_acc": ev["val_acc"],
-                            **accuracy_metrics(ev)})
-            metrics = {"epoch": epoch + 1, **metrics}
-            if self.writer:
-                for k, v in metrics.items():
-                    if k != "epoch":
-                        self.writer.add_scalar(f"epoch/{k}", v, self.global_step)
-                self.writer.flush()
-            history.append(metrics)
-            if on_epoch_end is not None:
-                on_epoch_end(metrics, epoch)
+        # One stream for all epochs: the next epoch's batches load while this one ends and evaluates.
+        stream = prefetch(source.batches(self.start_epoch, self.epochs, self.seed, self.start_micro), depth=2)
+        try:
+            for epoch in range(self.start_epoch, self.epochs):
+                metrics = self._train_epoch(stream, epoch, on_checkpoint)
+                ev = self.evaluate(eval_examples)
+                metrics.update({"validation_loss": ev["validation_loss"], "val_acc": ev["val_acc"],
+                                **accuracy_metrics(ev)})
+                metrics = {"epoch": epoch + 1, **metrics, "epoch_progress": float(epoch + 1)}
+                if self.writer:
+                    for k, v in metrics.items():
+                        if k not in ("epoch", "epoch_progress"):
+                            self.writer.add_scalar(f"epoch/{k}", v, self.global_step)
+                    self.writer.flush()
+                history.append(metrics)
+                if on_epoch_end is not None:
+                    on_epoch_end(metrics, epoch)
+        finally:
+            stream.close()
         if self.writer:
             if history:
                 self._log_hparams(history[-1])
             self.writer.close()
         return history
 
-    def _train_epoch(self, source: BatchSource, epoch: int) -> dict:
-        """One pass over the data; returns the epoch's mean losses, tokens/s and skipped steps."""
+    def _train_epoch(self, stream: Iterator[tuple[int, dict]], epoch: int,
+                     on_checkpoint: Optional[Callable] = None) -> dict:
+        """One pass over the epoch's micro-batches (from ``start_micro`` on a mid-epoch resume);
+        returns the epoch's mean losses, tokens/s and skipped steps."""
         self.bundle.train()
-        sums: dict[str, float] = {}
+        n = self.micro_per_epoch
+        first = self.start_micro if epoch == self.start_epoch else 0
+        tally = (self._resumed_tally if first else None) or EpochTally()
+        every = self.tr.checkpoint_every_steps
         group: dict[str, float] = {}
-        n_ok, tokens, bad_in_row, skipped, in_group = 0, 0, 0, 0, 0
         t0 = time.perf_counter()
-        batches = iter(prefetch(source.epoch(epoch, self.seed), depth=2))  # next batches load while this trains
-        wait = time.perf_counter()
-        batch = next(batches, None)
-        data_wait = time.perf_counter() - wait
-        while batch is not None:
+        for micro in range(first, n):
             wait = time.perf_counter()
-            upcoming = next(batches, None)
-            data_wait += time.perf_counter() - wait
-            in_group += 1
-            last = in_group == self.accum or upcoming is None
+            item = next(stream, None)
+            wait = time.perf_counter() - wait
+            tally.data_wait_s += wait
+            self.clock.add("data_wait", wait)
+            if item is None or item[0] != epoch:
+                raise RuntimeError(f"the batch source gave {micro} micro-batches in epoch {epoch}, expected {n} "
+                                   f"({self.micro_batch} rows each)")
+            batch = item[1]
+            last = (micro + 1) % self.accum == 0 or micro == n - 1  # accumulation groups restart each epoch
             loss, parts, norm = self._micro_step(batch, last)
             if not math.isfinite(loss):
-                skipped += 1
-                bad_in_row += 1
-                if bad_in_row >= self.tr.max_bad_steps:
+                tally.skipped += 1
+                tally.bad_in_row += 1
+                if tally.bad_in_row >= self.tr.max_bad_steps:
                     raise NonFiniteLossError(
-                        f"{bad_in_row} non-finite losses in a row at optimizer step {self.global_step} of the "
+                        f"{tally.bad_in_row} non-finite losses in a row at optimizer step {self.global_step} of the "
                         f"{self.distill_type} trial (seed {self.seed}), loss components {parts}; "
                         f"batch examples: {batch['example_ids'][:8]}")
                 if last and self.engine is None:
                     self.optimizer.zero_grad(set_to_none=True)  # drop a group a bad batch touched
             else:
-                bad_in_row = 0
-                n_ok += 1
-                tokens += int(batch["attention_mask"].sum())
+                tally.bad_in_row = 0
+                tally.n_ok += 1
+                tally.tokens += int(batch["attention_mask"].sum())
                 for k, v in {"train_loss": loss, **parts}.items():
-                    sums[k] = sums.get(k, 0.0) + v
+                    tally.sums[k] = tally.sums.get(k, 0.0) + v
                     group[k] = group.get(k, 0.0) + v
                 group["n"] = group.get("n", 0) + 1
             if last:
                 if norm is not None:
-                    self._log_step(group, norm)
+                    with self.clock("logging"):
+                        self._log_step(group, norm)
                     self.global_step += 1
-                group, in_group = {}, 0
-            batch = upcoming
-        elapsed = time.perf_counter() - t0
-        mean = {k: v / max(n_ok, 1) for k, v in sums.items()}
+                    if on_checkpoint is not None and every and self.global_step % every == 0 and micro < n - 1:
+                        t0 += self._mid_epoch_checkpoint(on_checkpoint, epoch, micro + 1, tally, t0)
+                group = {}
+        train_s = tally.train_s + time.perf_counter() - t0
+        mean = {k: v / max(tally.n_ok, 1) for k, v in tally.sums.items()}
         return {"train_loss": mean.get("train_loss", float("nan")),
                 "task_loss": mean.get("task", float("nan")),
                 "kd_loss": mean.get("kd", 0.0),
@@ -444,10 +535,24 @@ class Trainer:
                 "kd_loss_weighted": mean.get("kd_weighted", 0.0),
                 "align_hidden_loss_weighted": mean.get("hidden_weighted", 0.0),
                 "align_attn_loss_weighted": mean.get("attention_weighted", 0.0),
-                "tokens_per_s": tokens / max(elapsed, 1e-9),
-                "data_wait_s": data_wait,  # time the loop waited for batches (not hidden by prefetching)
-                "skipped_steps": skipped,
+                "tokens_per_s": tally.tokens / max(train_s, 1e-9),
+                "data_wait_s": tally.data_wait_s,  # time the loop waited for batches (not hidden by prefetching)
+                "skipped_steps": tally.skipped,
                 "steps": self.global_step}
+
+    def _mid_epoch_checkpoint(self, on_checkpoint: Callable, epoch: int, done: int, tally: EpochTally,
+                              t0: float) -> float:
+        """Hand the position after ``done`` micro-batches to ``on_checkpoint``; returns the seconds it
+        took, which tokens/s leaves out."""
+        start = time.perf_counter()
+        saved = EpochTally(**{**asdict(tally), "train_s": tally.train_s + start - t0})
+        self._position = {"epoch": epoch, "micro_batches": done, "tally": asdict(saved)}
+        try:
+            on_checkpoint({"epoch_progress": epoch + done / self.micro_per_epoch, "steps": self.global_step,
+                           "train_loss": saved.sums.get("train_loss", float("nan")) / max(saved.n_ok, 1)})
+        finally:
+            self._position = None
+        return time.perf_counter() - start
 
     def _log_step(self, group: dict, grad_norm: float) -> None:
         if not self.writer or not group.get("n"):

@@ -95,6 +95,8 @@ def _result_rows(path: Path) -> list[dict]:
                 r = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line being written right now by a running trial
+            if "epoch" not in r:
+                continue  # a mid-epoch checkpoint report (training.checkpoint_every_steps): nothing evaluated
             cfg = r.get("config", {})
             row = {"trial_id": r.get("trial_id"), "trial_name": f.parent.name,
                    "distill_type": cfg.get("distill_type"), "seed": cfg.get("seed")}

@@ -1,0 +1,122 @@
+"""Checkpoints inside an epoch: a trial restarted from one ends with an uninterrupted run's metrics."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from resume_runs import Stop, checkpointing, comparable, interrupt, resume, uninterrupted
+
+from wbvb.batches import ExampleSource
+from wbvb.config import ConfigError, config_from_dict
+from wbvb.models import load_tokenizer, resolve_model_paths
+from wbvb.tasks import load_all
+from wbvb.trainer import Trainer
+
+
+@pytest.fixture
+def sft_setup(tiny_dict):
+    # 72 rows, micro-batch 8, 2 per optimizer step: 9 micro-batches, 5 steps an epoch (the last one short)
+    tiny_dict["training"].update({"epochs": 2, "batch_size": 8, "effective_batch_size": 16,
+                                  "checkpoint_every_steps": 2})
+    cfg = config_from_dict(tiny_dict)
+    student = resolve_model_paths(cfg)["student"]
+    tok = load_tokenizer(student)
+    train, ev = load_all(cfg.tasks, "train"), load_all(cfg.tasks, "eval")
+    return (lambda: Trainer(cfg, "sft", 0, student, tok),
+            lambda t: ExampleSource(train, tok, cfg.training.max_length, t.micro_batch), ev)
+
+
+def test_sft_resumed_mid_epoch_ends_like_an_uninterrupted_run(sft_setup, tmp_path, monkeypatch):
+    import wbvb.batches
+
+    make_trainer, make_source, ev = sft_setup
+    full, seen = uninterrupted(make_trainer, make_source, ev, tmp_path / "full")
+    # every 2 optimizer steps, never at an epoch end (the epoch's own checkpoint covers it)
+    assert seen == [round(x, 4) for x in (4 / 9, 8 / 9, 1 + 2 / 9, 1 + 6 / 9)]
+
+    interrupt(make_trainer, make_source, ev, tmp_path / "ckpt", stop_at=2)  # after 8 of epoch 1's 9 micro-batches
+    padded = []
+    collate = wbvb.batches.collate
+    monkeypatch.setattr(wbvb.batches, "collate", lambda rows, pad: padded.append(len(rows)) or collate(rows, pad))
+    second, rest, seen = resume(make_trainer, make_source, ev, tmp_path / "ckpt")
+    assert (second.start_epoch, second.start_micro) == (0, 8)
+    assert len(padded) == 1 + 9  # the restart pads only epoch 1's ninth micro-batch, then epoch 2
+    assert seen == [round(x, 4) for x in (1 + 2 / 9, 1 + 6 / 9)]
+    assert comparable(rest) == comparable(full)
+
+
+def test_a_checkpoint_from_other_batch_sizes_is_refused(sft_setup, tiny_dict, tmp_path):
+    make_trainer, make_source, ev = sft_setup
+    first = make_trainer()
+    cb, _ = checkpointing(first, tmp_path / "ckpt", stop_at=1)
+    with pytest.raises(Stop):
+        first.fit(make_source(first), ev, on_checkpoint=cb)
+    tiny_dict["training"].update({"batch_size": 4, "effective_batch_size": 16})
+    cfg = config_from_dict(tiny_dict)
+    other = Trainer(cfg, "sft", 0, first.bundle.student.config._name_or_path, first.tokenizer)
+    with pytest.raises(ConfigError, match=r"mid-epoch checkpoint taken at 9 micro-batches per epoch, now 18"):
+        other.fit(ExampleSource(load_all(cfg.tasks, "train"), first.tokenizer, 96, 4), ev,
+                  resume_from=tmp_path / "ckpt")
+
+
+def test_checkpoint_every_steps_is_validated(tiny_dict):
+    tiny_dict["training"]["checkpoint_every_steps"] = -1
+    with pytest.raises(ConfigError, match="training.checkpoint_every_steps"):
+        config_from_dict(tiny_dict)
+
+
+@pytest.mark.e2e
+def test_black_box_resumed_mid_epoch_from_shards_ends_like_an_uninterrupted_run(tiny_dict, tmp_path, monkeypatch):
+    import ray
+
+    import wbvb.stream
+    from wbvb.config import SIGNALS_BY_TYPE
+    from wbvb.stream import ShardStream
+    from wbvb.teacher import prepare
+    from wbvb.trainer import TeacherDims
+
+    tiny_dict["training"].update({"epochs": 2, "batch_size": 8, "checkpoint_every_steps": 4})
+    cfg = config_from_dict(tiny_dict)
+    prep = prepare(cfg)
+    tok = load_tokenizer(prep.student_path)
+    dims = TeacherDims.from_manifest(prep.manifest)
+    ev = load_all(cfg.tasks, "eval")
+
+    def make_trainer():
+        return Trainer(cfg, "black_box", 0, prep.student_path, tok, dims)
+
+    def make_source(t):
+        return ShardStream(prep.data_dir, prep.manifest, SIGNALS_BY_TYPE["black_box"], t.micro_batch, 0.25, 120)
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        full, seen = uninterrupted(make_trainer, make_source, ev, tmp_path / "full")
+        assert seen == [round(x, 4) for x in (4 / 9, 8 / 9, 1 + 3 / 9, 1 + 7 / 9)]
+        interrupt(make_trainer, make_source, ev, tmp_path / "ckpt", stop_at=1)  # 4 micro-batches into epoch 1
+        decoded = []
+        decode = wbvb.stream.decode_batch
+        monkeypatch.setattr(wbvb.stream, "decode_batch", lambda *a: decoded.append(1) or decode(*a))
+        second, rest, _ = resume(make_trainer, make_source, ev, tmp_path / "ckpt")
+    finally:
+        ray.shutdown()
+    assert (second.start_epoch, second.start_micro) == (0, 4)
+    assert len(decoded) == 5 + 9  # the restart decodes only epoch 1's remaining 5 micro-batches, then epoch 2
+    assert comparable(rest) == comparable(full)
+
+
+@pytest.mark.e2e
+def test_deepspeed_zero3_resumed_mid_epoch_ends_like_an_uninterrupted_run(tiny_dict, tmp_path):
+    # 9 micro-batches an epoch in groups of 2: epoch 2's groups start one micro-batch off DeepSpeed's own
+    # counter, which a resumed engine restarts at 0; only the trainer's boundaries give equal runs
+    tiny_dict["training"].update({"epochs": 2, "batch_size": 8, "effective_batch_size": 16, "checkpoint_every_steps": 2,
+                                  "use_deepspeed": True, "deepspeed_config": str(
+                                      Path(__file__).parent.parent / "sweeps" / "ds_config_zero3.json")})
+    config_from_dict(tiny_dict)  # valid before it goes to the other process
+    script = Path(__file__).parent / "deepspeed_resume_run.py"
+    done = subprocess.run([sys.executable, str(script), json.dumps(tiny_dict), str(tmp_path)], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["position"] == [1, 2]  # 2 micro-batches into epoch 2
+    assert [m["epoch"] for m in out["resumed"]] == [2] and out["resumed"] == out["full"][1:]
