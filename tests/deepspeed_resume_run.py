@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parent.parent)]  # the helpers, and this checkout's wbvb
 
 from resume_runs import comparable, interrupt, resume, uninterrupted  # noqa: E402
 
