@@ -210,7 +210,17 @@ class ExperimentConfig:
     # ---- derived paths -------------------------------------------------------------------
     @property
     def run_dir(self) -> Path:
+        """The run folder on this machine; for an object-store ``output.dir`` the driver's local mirror of it."""
+        if is_uri(self.output.dir):
+            return self.cache_dir / "runs" / self.run_uri.replace("://", "/", 1)
         return Path(self.output.dir).expanduser().resolve() / self.sweep.name
+
+    @property
+    def run_uri(self) -> str:
+        """Where the run's results live: ``s3://``/``gs://`` URI, or the local (e.g. NFS) run folder."""
+        if is_uri(self.output.dir):
+            return f"{self.output.dir.rstrip('/')}/{self.sweep.name}"
+        return str(self.run_dir)
 
     @property
     def teacher_data_dir(self) -> Path:
@@ -222,6 +232,11 @@ class ExperimentConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def is_uri(path: str) -> bool:
+    """An object-store location (``s3://``, ``gs://``, ...) rather than a path on this machine."""
+    return "://" in path
 
 
 # ---- generic dict -> dataclass with type checks ------------------------------------------
