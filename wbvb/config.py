@@ -97,6 +97,10 @@ class TeacherDataConfig:
     shard_rows: int = 512
     batch_size: int = 32
     verify_rows: int = 20  # rows sampled across the store by the verify step
+    # What the teacher stage asks of a cluster when it runs there as a Ray task (--address / sweep.address):
+    cpus: float = 1.0
+    gpus: float = 0.0  # e.g. 1: generate on a GPU node
+    custom_resources: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -339,6 +343,8 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         raise ConfigError(f"teacher_data.attention_rows '{td.attention_rows}': choose all or answer")
     if td.verify_rows < 0:
         raise ConfigError("teacher_data.verify_rows must be >= 0")
+    if td.cpus <= 0 or td.gpus < 0:
+        raise ConfigError("teacher_data.cpus must be > 0 and teacher_data.gpus >= 0")
     tr = cfg.training
     if tr.epochs < 1 or tr.batch_size < 1:
         raise ConfigError("training.epochs and training.batch_size must be >= 1")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from wbvb.config import SIGNALS_BY_TYPE, ConfigError, ExperimentConfig, config_from_dict, is_uri, load_config
 from wbvb.run_storage import RunStorage
+from wbvb.teacher_stage import RUNTIME_ENV, connect, prepare_on_cluster
 from wbvb.teacher.schema import TeacherDataError, write_json_atomic
 
 
@@ -133,7 +134,8 @@ def concurrency(cfg, cluster_cpus: float) -> int:
 # Settings that change how a sweep runs, not what it computes: they may differ when resuming.
 EXECUTION_KEYS = {("sweep", "address"), ("sweep", "num_cpus"), ("sweep", "max_concurrent_trials"),
                   ("sweep", "reuse_actors"), ("sweep", "max_failures"), ("sweep", "stall_timeout_s"),
-                  ("sweep", "headroom_cpus"), ("output", "dir"), ("models", "cache_dir"), ("teacher_data", "path")}
+                  ("sweep", "headroom_cpus"), ("output", "dir"), ("models", "cache_dir"), ("teacher_data", "path"),
+                  ("teacher_data", "cpus"), ("teacher_data", "gpus"), ("teacher_data", "custom_resources")}
 
 
 def _result_defining(cfg_dict: dict) -> dict:
@@ -185,12 +187,11 @@ def init_ray(cfg) -> None:
 
     if ray.is_initialized():
         return
-    env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}}
     if cfg.sweep.address:
-        ray.init(address=cfg.sweep.address, runtime_env=env, log_to_driver=True)
+        connect(cfg.sweep.address)
     else:
         # address="local": always a fresh local Ray, never a stray `ray start` cluster on this machine
-        ray.init(address="local", num_cpus=cfg.sweep.num_cpus or None, include_dashboard=False, runtime_env=env,
+        ray.init(address="local", num_cpus=cfg.sweep.num_cpus or None, include_dashboard=False, runtime_env=RUNTIME_ENV,
                  log_to_driver=True, configure_logging=True, logging_level=logging.WARNING)
 
 
@@ -210,7 +211,11 @@ def run_sweep(cfg, resume: bool = False) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / "config.json", cfg.to_dict())
     analysis.write_run_meta(run_dir, cfg.to_dict())  # run.json: the run id that keys its summary rows
-    prep = prepare(cfg)
+    if cfg.sweep.address:  # on a cluster: the teacher stage runs on a node with teacher_data's resources
+        init_ray(cfg)
+        prep, _ = prepare_on_cluster(cfg)
+    else:
+        prep = prepare(cfg)
     write_json_atomic(run_dir / "teacher.json", {
         "teacher_path": prep.teacher_path, "data_dir": str(prep.data_dir),
         "fingerprint": prep.manifest["fingerprint"], "teacher_accuracy": prep.manifest.get("teacher_accuracy", {})})
