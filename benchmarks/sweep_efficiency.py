@@ -34,13 +34,10 @@ def config(tmp: str, trials: int, epochs: int, n_train: int, name: str, reuse: b
         *(f"tasks.{i}.n_train={n_train}" for i in range(3)), *(f"tasks.{i}.n_eval=50" for i in range(3))])
 
 
-def busy_seconds(run_dir: Path) -> list[float]:
-    """Each trial's own busy time: Tune's time_total_s of its last report."""
-    out = []
-    for f in sorted((run_dir / "tune").glob("*/result.json")):
-        lines = [json.loads(x) for x in f.read_text().splitlines() if x.strip()]
-        out.append(lines[-1]["time_total_s"])
-    return out
+def trial_rows(run_dir: Path) -> list[list[dict]]:
+    """Each trial's reported rows (one per epoch)."""
+    return [[json.loads(x) for x in f.read_text().splitlines() if x.strip()]
+            for f in sorted((run_dir / "tune").glob("*/result.json"))]
 
 
 def sweep(cfg, concurrency: int) -> dict:
@@ -52,11 +49,16 @@ def sweep(cfg, concurrency: int) -> dict:
     ray.shutdown()  # each sweep starts its own local Ray, as a user's run does
     if result["errors"]:
         sys.exit(f"sweep failed: {result['errors']}")
-    busy = busy_seconds(cfg.run_dir)
+    rows = trial_rows(cfg.run_dir)
+    busy = [r[-1]["time_total_s"] for r in rows]  # each trial's own busy time
     wall = result["tune_wall_s"]
+    # inside the busy time: what the first epoch costs beyond a later one (imports, model load, Ray Data start)
+    first_extra = [r[0]["time_this_iter_s"] - r[1]["time_this_iter_s"] for r in rows if len(r) > 1]
     return {"wall_s": wall, "busy_s": sum(busy), "trials": len(busy),
             "efficiency": sum(busy) / (concurrency * wall),
-            "overhead_per_trial_s": (concurrency * wall - sum(busy)) / len(busy)}
+            "overhead_per_trial_s": (concurrency * wall - sum(busy)) / len(busy),
+            "first_epoch_extra_s": sum(first_extra) / max(1, len(first_extra)),
+            "epoch_s": sum(r[-1]["time_this_iter_s"] for r in rows) / len(rows)}
 
 
 def import_seconds() -> float:
@@ -149,6 +151,8 @@ def main() -> None:
         print(f"{label}_busy_s: {r['busy_s']:.1f}")
         print(f"{label}_efficiency: {r['efficiency']:.3f}")
         print(f"{label}_overhead_per_trial_s: {r['overhead_per_trial_s']:.2f}")
+        print(f"{label}_trial_first_epoch_extra_s: {r['first_epoch_extra_s']:.2f}")
+        print(f"{label}_trial_last_epoch_s: {r['epoch_s']:.2f}")
     print(f"actor_start_s: {actor_start_seconds():.2f}")
     print(f"trial_imports_s: {import_seconds():.2f}")
     for k, v in parts.items():
