@@ -191,8 +191,8 @@ def init_ray(cfg) -> None:
         connect(cfg.sweep.address)
     else:
         # address="local": always a fresh local Ray, never a stray `ray start` cluster on this machine
-        ray.init(address="local", num_cpus=cfg.sweep.num_cpus or None, include_dashboard=False, runtime_env=RUNTIME_ENV,
-                 log_to_driver=True, configure_logging=True, logging_level=logging.WARNING)
+        ray.init(address="local", num_cpus=cfg.sweep.num_cpus or None, include_dashboard=False,
+                 runtime_env=RUNTIME_ENV, log_to_driver=True, configure_logging=True, logging_level=logging.WARNING)
 
 
 def run_sweep(cfg, resume: bool = False) -> dict:
