@@ -40,6 +40,12 @@ def tiny_dict(cache_dir, tmp_path):
     return d
 
 
+@pytest.fixture(scope="session")
+def shared_teacher_dir(tmp_path_factory):
+    """One teacher store for the sweep tests that only need *a* store: generated once, reused by fingerprint."""
+    return tmp_path_factory.mktemp("shared-teacher")
+
+
 @pytest.fixture
 def tiny_cfg(tiny_dict):
     from wbvb.config import config_from_dict

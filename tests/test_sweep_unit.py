@@ -49,3 +49,21 @@ def test_config_differences_ignore_execution_settings():
 def test_unknown_type_in_resource_overrides():
     with pytest.raises(ConfigError, match="resources_by_type: unknown distill type 'attn'"):
         _cfg(resources_by_type={"attn": {"cpus": 1}})
+
+
+def test_object_store_output_has_a_local_mirror_for_the_driver():
+    from pathlib import Path
+
+    cfg = config_from_dict({"output": {"dir": "gs://bucket/studies/"}, "sweep": {"name": "s1"},
+                            "models": {"cache_dir": "/tmp/wbvb-cache"}})
+    assert cfg.run_uri == "gs://bucket/studies/s1"
+    assert cfg.run_dir == Path("/tmp/wbvb-cache/runs/gs/bucket/studies/s1")
+    local = config_from_dict({"output": {"dir": "/mnt/nfs/results"}, "sweep": {"name": "s1"}})
+    assert local.run_uri == str(local.run_dir) == "/mnt/nfs/results/s1"
+
+
+def test_teacher_stage_resources_are_execution_settings():
+    a = config_from_dict({}).to_dict()
+    b = config_from_dict({"teacher_data": {"gpus": 1, "cpus": 8, "custom_resources": {"a100": 1}}}).to_dict()
+    del a["teacher_data"]["gpus"]  # a run folder saved before these keys existed still resumes
+    assert config_differences(a, b) == []

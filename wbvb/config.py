@@ -16,6 +16,8 @@ from typing import Any, Optional
 
 import yaml
 
+from wbvb.storage import is_uri  # noqa: F401  (re-exported: sweep, run_storage, teacher_stage)
+
 DISTILL_TYPES = ("sft", "seq_kd", "black_box", "hidden_state", "attention", "combined")
 # Which teacher signals each distill type reads (column projection follows from this).
 SIGNALS_BY_TYPE = {
@@ -101,6 +103,10 @@ class TeacherDataConfig:
     shard_rows: int = 512
     batch_size: int = 32
     verify_rows: int = 20  # rows sampled across the store by the verify step
+    # What the teacher stage asks of a cluster when it runs there as a Ray task (--address / sweep.address):
+    cpus: float = 1.0
+    gpus: float = 0.0  # e.g. 1: generate on a GPU node
+    custom_resources: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -215,7 +221,17 @@ class ExperimentConfig:
     # ---- derived paths -------------------------------------------------------------------
     @property
     def run_dir(self) -> Path:
+        """The run folder on this machine; for an object-store ``output.dir`` the driver's local mirror of it."""
+        if is_uri(self.output.dir):
+            return self.cache_dir / "runs" / self.run_uri.replace("://", "/", 1)
         return Path(self.output.dir).expanduser().resolve() / self.sweep.name
+
+    @property
+    def run_uri(self) -> str:
+        """Where the run's results live: ``s3://``/``gs://`` URI, or the local (e.g. NFS) run folder."""
+        if is_uri(self.output.dir):
+            return f"{self.output.dir.rstrip('/')}/{self.sweep.name}"
+        return str(self.run_dir)
 
     @property
     def teacher_data_dir(self) -> Path | str:
@@ -340,6 +356,8 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         raise ConfigError(f"teacher_data.attention_rows '{td.attention_rows}': choose all or answer")
     if td.verify_rows < 0:
         raise ConfigError("teacher_data.verify_rows must be >= 0")
+    if td.cpus <= 0 or td.gpus < 0:
+        raise ConfigError("teacher_data.cpus must be > 0 and teacher_data.gpus >= 0")
     tr = cfg.training
     if tr.epochs < 1 or tr.batch_size < 1:
         raise ConfigError("training.epochs and training.batch_size must be >= 1")

@@ -32,13 +32,18 @@ class StorageError(RuntimeError):
     """A location that cannot be reached or written; the message names the URI and the fix."""
 
 
+def is_uri(p: str | Path) -> bool:
+    """An object-store (or other non-local) location: ``s3://``, ``gs://``, ...; ``file://`` is local."""
+    return isinstance(p, str) and bool(_SCHEME.match(p)) and not p.startswith("file://")
+
+
 def location(p: str | Path) -> Path | str:
     """A local path (expanded, absolute) or a URI (kept as written, without a trailing slash)."""
     if isinstance(p, Path):
         return p
     if p.startswith("file://"):
         return Path(p[len("file://"):]).expanduser().resolve()
-    if _SCHEME.match(p):
+    if is_uri(p):
         return p.rstrip("/")
     return Path(p).expanduser().resolve()
 

@@ -13,9 +13,12 @@ import math
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
-from wbvb.config import SIGNALS_BY_TYPE, ConfigError, ExperimentConfig, config_from_dict, load_config
+from wbvb.config import SIGNALS_BY_TYPE, ConfigError, ExperimentConfig, config_from_dict, is_uri, load_config
+from wbvb.run_storage import RunStorage
+from wbvb.teacher_stage import RUNTIME_ENV, connect, prepare_on_cluster
 from wbvb.teacher.schema import TeacherDataError, write_json_atomic
 
 
@@ -44,8 +47,9 @@ def run_trial(config: dict, cfg_dict: dict, data_dir: str, student_path: str) ->
     tok = load_tokenizer(student_path)
     dims = TeacherDims.from_manifest(manifest)
     name = trial_name(distill_type, seed)
-    trainer = Trainer(cfg, distill_type, seed, student_path, tok, dims,
-                      tb_dir=str(cfg.run_dir / "tensorboard" / name))
+    # Object-store runs: TensorBoard goes in the trial's working dir, which Tune uploads beside its results.
+    tb_dir = Path.cwd() / "tensorboard" if is_uri(cfg.output.dir) else cfg.run_dir / "tensorboard" / name
+    trainer = Trainer(cfg, distill_type, seed, student_path, tok, dims, tb_dir=str(tb_dir))
     if distill_type == "seq_kd":  # prompt + the teacher's generated answer, in memory
         from wbvb.batches import ExampleSource
         from wbvb.teacher.answers import seq_kd_examples
@@ -139,7 +143,8 @@ def concurrency(cfg, cluster_cpus: float) -> int:
 # Settings that change how a sweep runs, not what it computes: they may differ when resuming.
 EXECUTION_KEYS = {("sweep", "address"), ("sweep", "num_cpus"), ("sweep", "max_concurrent_trials"),
                   ("sweep", "reuse_actors"), ("sweep", "max_failures"), ("sweep", "stall_timeout_s"),
-                  ("sweep", "headroom_cpus"), ("output", "dir"), ("models", "cache_dir"), ("teacher_data", "path")}
+                  ("sweep", "headroom_cpus"), ("output", "dir"), ("models", "cache_dir"), ("teacher_data", "path"),
+                  ("teacher_data", "cpus"), ("teacher_data", "gpus"), ("teacher_data", "custom_resources")}
 
 
 def _result_defining(cfg_dict: dict) -> dict:
@@ -159,27 +164,29 @@ def config_differences(saved: dict, current: dict) -> list[str]:
     return keys
 
 
-def should_restore(cfg, resume: bool) -> bool:
+def should_restore(cfg, resume: bool, store: RunStorage | None = None) -> bool:
     """Decide between a fresh sweep and finishing the one in the run folder; refuse a foreign one."""
     from ray import tune
 
-    tune_dir = cfg.run_dir / "tune"
+    store = store or RunStorage.of(cfg)
+    store.pull_driver_files()  # an object-store run: its config.json, run.json, summary
     saved = cfg.run_dir / "config.json"
-    if not tune_dir.is_dir():
+    where = store.describe()
+    if not store.has_tune_dir():
         if resume:
-            print(f"sweep: nothing to resume in {cfg.run_dir}; starting a new sweep", flush=True)
+            print(f"sweep: nothing to resume in {where}; starting a new sweep", flush=True)
         return False
     if saved.is_file():
         diff = config_differences(json.loads(saved.read_text()), cfg.to_dict())
         if diff:
             raise ConfigError(
-                f"{cfg.run_dir} holds the results of another config (differs in {', '.join(diff[:6])}). "
+                f"{where} holds the results of another config (differs in {', '.join(diff[:6])}). "
                 "Resume it with the config it was started with, or choose another folder: "
                 "--set sweep.name=NEW_NAME or --output DIR")
-    if not tune.Tuner.can_restore(str(tune_dir)):
-        print(f"sweep: {tune_dir} has no restorable state; starting the sweep there anew", flush=True)
+    if not tune.Tuner.can_restore(store.tune_dir(), storage_filesystem=store.fs):
+        print(f"sweep: {store.describe('tune')} has no restorable state; starting the sweep there anew", flush=True)
         return False
-    print(f"sweep: {cfg.run_dir} already holds this sweep; finishing only what is missing "
+    print(f"sweep: {where} already holds this sweep; finishing only what is missing "
           "(finished trials are not re-run, interrupted ones continue from their last checkpoint)", flush=True)
     return True
 
@@ -189,13 +196,12 @@ def init_ray(cfg) -> None:
 
     if ray.is_initialized():
         return
-    env = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}}
     if cfg.sweep.address:
-        ray.init(address=cfg.sweep.address, runtime_env=env, log_to_driver=True)
+        connect(cfg.sweep.address)
     else:
         # address="local": always a fresh local Ray, never a stray `ray start` cluster on this machine
-        ray.init(address="local", num_cpus=cfg.sweep.num_cpus or None, include_dashboard=False, runtime_env=env,
-                 log_to_driver=True, configure_logging=True, logging_level=logging.WARNING)
+        ray.init(address="local", num_cpus=cfg.sweep.num_cpus or None, include_dashboard=False,
+                 runtime_env=RUNTIME_ENV, log_to_driver=True, configure_logging=True, logging_level=logging.WARNING)
 
 
 def run_sweep(cfg, resume: bool = False) -> dict:
@@ -208,15 +214,21 @@ def run_sweep(cfg, resume: bool = False) -> dict:
 
     _quiet_libraries()
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    run_dir = cfg.run_dir
-    restore = should_restore(cfg, resume)
+    run_dir = cfg.run_dir  # for an object-store run, the driver's local mirror of it
+    store = RunStorage.of(cfg)
+    restore = should_restore(cfg, resume, store)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / "config.json", cfg.to_dict())
     analysis.write_run_meta(run_dir, cfg.to_dict())  # run.json: the run id that keys its summary rows
-    prep = prepare(cfg)
+    if cfg.sweep.address:  # on a cluster: the teacher stage runs on a node with teacher_data's resources
+        init_ray(cfg)
+        prep, _ = prepare_on_cluster(cfg)
+    else:
+        prep = prepare(cfg)
     write_json_atomic(run_dir / "teacher.json", {
         "teacher_path": prep.teacher_path, "data_dir": str(prep.data_dir),
         "fingerprint": prep.manifest["fingerprint"], "teacher_accuracy": prep.manifest.get("teacher_accuracy", {})})
+    store.push_driver_files()  # the config is on the run URI before any trial result is
 
     init_ray(cfg)
     max_concurrent = concurrency(cfg, ray.cluster_resources().get("CPU", 0))
@@ -227,12 +239,11 @@ def run_sweep(cfg, resume: bool = False) -> dict:
         lambda config: tune.PlacementGroupFactory([per_type[config["distill_type"]]]))
     n_trials = len(cfg.sweep.distill_types) * len(cfg.sweep.seeds)
     print(f"sweep: {n_trials} trials ({', '.join(cfg.sweep.distill_types)} x seeds {cfg.sweep.seeds}), "
-          f"{max_concurrent} at a time, {per_type[cfg.sweep.distill_types[0]]} each; results in {run_dir}",
+          f"{max_concurrent} at a time, {per_type[cfg.sweep.distill_types[0]]} each; results in {store.describe()}",
           flush=True)
-    tune_dir = run_dir / "tune"
     if restore:
-        tuner = tune.Tuner.restore(str(tune_dir), trainable=trainable, resume_unfinished=True,
-                                   resume_errored=True, restart_errored=False)
+        tuner = tune.Tuner.restore(store.tune_dir(), trainable=trainable, resume_unfinished=True,
+                                   resume_errored=True, restart_errored=False, storage_filesystem=store.fs)
     else:
         tuner = tune.Tuner(
             trainable,
@@ -247,21 +258,26 @@ def run_sweep(cfg, resume: bool = False) -> dict:
                 trial_name_creator=lambda t: trial_name(t.config["distill_type"], t.config["seed"]),
                 trial_dirname_creator=lambda t: trial_name(t.config["distill_type"], t.config["seed"])),
             run_config=tune.RunConfig(
-                name="tune", storage_path=str(run_dir), verbose=1,
+                name="tune", **store.tune_storage(), verbose=1,
+                sync_config=tune.SyncConfig(sync_artifacts=store.remote),  # the trials' TensorBoard logs
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                 failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures)),
         )
     hint = f"python -m wbvb.sweep {' '.join(sys.argv[1:]) if sys.argv[1:] else ''}".rstrip()
+    t0 = time.perf_counter()
     try:
         results = tuner.fit()
     except KeyboardInterrupt:
         print(f"\nsweep interrupted; finish it later with the same command (it resumes): {hint}", file=sys.stderr)
         raise
+    tune_wall_s = time.perf_counter() - t0
     failed = [{"trial": trial_name(r.config["distill_type"], r.config["seed"]), "error": str(r.error)}
               for r in results if r.error]
     write_json_atomic(run_dir / "failed_trials.json", {"failed": failed})
     unfinished = n_trials - sum(1 for r in results if (r.metrics or {}).get("epoch") == cfg.training.epochs)
+    store.pull_results()
     result = analysis.analyze(run_dir, expected_trials=n_trials)
+    store.push_driver_files()
     for f in failed:
         print(f"\ntrial {f['trial']} failed (after {cfg.sweep.max_failures} retries): {f['error'][:2000]}",
               file=sys.stderr)
@@ -269,7 +285,11 @@ def run_sweep(cfg, resume: bool = False) -> dict:
         print(f"\n{unfinished} trial(s) did not finish; finish them with: {hint}", file=sys.stderr)
     result["errors"] = [f["error"] for f in failed]
     result["failed"] = failed
+    result["tune_wall_s"] = tune_wall_s  # the trials' phase alone (benchmarks/sweep_efficiency.py)
     print(f"\nTensorBoard: tensorboard --logdir {run_dir / 'tensorboard'}")
+    if store.remote:
+        print(f"results, checkpoints and TensorBoard logs (tune/<trial>/tensorboard) are in {store.describe()}; "
+              f"the summary and analysis above were uploaded there from {run_dir}")
     return result
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from wbvb.analysis import plots, stats, tables
-from wbvb.analysis.report import write_report
+from wbvb.analysis.report import first_line, write_report
 from wbvb.analysis.results import (SUMMARY_FILE, Run, combine, filter_runs, load_run, load_summary, merge_rows,
                                    summary_runs, write_csv_atomic)
 
@@ -69,7 +69,7 @@ def analyze(run_dir, expected_trials: int | None = None, quiet: bool = False, ep
     combined = out / SUMMARY_FILE
     if (len(runs) > 1 or out != runs[0].folder) and combined.resolve() not in {s.resolve() for s in sources}:
         write_csv_atomic(df, combined)
-    selected = stats.select_epoch(df, epoch)
+    selected = drop_failed(stats.select_epoch(df, epoch), runs, epoch)
     teacher_by_run = {r.run_id: r.teacher.get("teacher_accuracy", {}) for r in runs}
     agg = stats.aggregate(selected, teacher_by_run=teacher_by_run)
     # one teacher line per plot panel only when every run had the same teacher accuracy
@@ -92,6 +92,10 @@ def analyze(run_dir, expected_trials: int | None = None, quiet: bool = False, ep
         for rid, (n_missing, n_expected) in missing.items():
             if n_missing:
                 print(f"\nnote: {rid}: {n_missing} of {n_expected} trials missing (no results yet)")
+        for run in runs:
+            for f in run.failed:
+                print(f"\nnote: {run.run_id}: trial {f['trial']} failed, its epochs are kept in {SUMMARY_FILE} but "
+                      f"left out of the tables: {first_line(f['error'])}")
         print(f"\nwrote {out / 'report.md'}, aggregate.csv, comparisons.csv and {len(figures)} PNGs in {out}")
     return {"summary": df, "aggregate": agg, "comparisons": comp, "table": table,
             "n_trials": int(df.groupby("run_id")["trial_name"].nunique().sum()),
@@ -106,6 +110,15 @@ def _plot(runs: list[Run], df: pd.DataFrame, selected: pd.DataFrame, comp: pd.Da
                plots.paired_differences(selected, comp, out / "paired_differences.png"),
                plots.loss_components(_loss_trials(runs[0]), runs[0].run_id, out / "loss_components.png")]
     return [f for f in figures if f is not None]
+
+
+def drop_failed(selected: pd.DataFrame, runs: list[Run], epoch: str) -> pd.DataFrame:
+    """A failed trial stopped early: its last or best epoch is not comparable with finished trials'."""
+    if epoch not in ("final", "best"):
+        return selected  # a fixed epoch it did reach is as good as any other trial's
+    gone = {(r.run_id, f["trial"]) for r in runs for f in r.failed}
+    keep = [(rid, name) not in gone for rid, name in zip(selected["run_id"], selected["trial_name"])]
+    return selected[keep]
 
 
 def _missing(run: Run, expected: int | None) -> tuple[int, int | None]:

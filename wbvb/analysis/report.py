@@ -70,6 +70,10 @@ def _caveats(runs: list[Run], df: pd.DataFrame, selected: pd.DataFrame, comp: pd
         if evals:
             out.append(f"- **Granularity** ({run.run_id}): each task is scored on {_span(min(evals), max(evals))} "
                        f"validation examples, so one example moves accuracy by up to {1 / min(evals):.3f}.")
+        for f in run.failed:
+            out.append(f"- **Failed** ({run.run_id}): trial `{f['trial']}` failed after its retries "
+                       f"(`sweep.max_failures`): {first_line(f['error'])}. Its epochs are kept in "
+                       "results_summary.csv; it is left out of the final/best-epoch tables.")
         n_missing, n_expected = missing.get(run.run_id, (0, None))
         if n_missing:
             out.append(f"- **Incomplete** ({run.run_id}): {n_missing} of {n_expected} trials have "
@@ -78,6 +82,12 @@ def _caveats(runs: list[Run], df: pd.DataFrame, selected: pd.DataFrame, comp: pd
     if short:
         out.append(f"- **Left out**: {short} trials have not reported {epoch_phrase(epoch)} and are not in the tables.")
     return out
+
+
+def first_line(text: str) -> str:
+    """The first non-empty line of an error, short enough for a table note."""
+    lines = [x.strip() for x in str(text).splitlines() if x.strip()]
+    return lines[0][:300] if lines else "(no error text)"
 
 
 def _span(lo: int, hi: int) -> str:

@@ -23,6 +23,7 @@ METRICS = ["epoch", "train_loss", "task_loss", "kd_loss", "align_hidden_loss", "
 DISTILL_ORDER = ["sft", "seq_kd", "black_box", "hidden_state", "attention", "combined"]
 SUMMARY_FILE = "results_summary.csv"
 RUN_FILE = "run.json"
+FAILED_FILE = "failed_trials.json"  # written by the sweep: trials that exhausted sweep.max_failures
 ROW_KEY = ["run_id", "trial_name", "epoch"]
 CONFIG_PREFIX = "cfg."
 
@@ -37,6 +38,7 @@ class Run:
     rows: pd.DataFrame
     config: dict = field(default_factory=dict)
     teacher: dict = field(default_factory=dict)
+    failed: list = field(default_factory=list)  # [{"trial": name, "error": text}] from failed_trials.json
 
     @property
     def expected_trials(self) -> int | None:
@@ -135,7 +137,7 @@ def load_run(path: Path) -> Run:
     rows = merge_rows(old, fresh)
     if rows.empty:
         raise FileNotFoundError(f"{path}: no trial results (result.json) found yet")
-    return Run(run_id, folder, started, rows, config, teacher)
+    return Run(run_id, folder, started, rows, config, teacher, _read_json(folder / FAILED_FILE).get("failed", []))
 
 
 def load_results(path: Path) -> pd.DataFrame:
@@ -177,7 +179,8 @@ def summary_runs(path: Path) -> list[Run]:
         own = rid == current or len(groups) == 1
         started = g["run_started_at"].dropna() if "run_started_at" in g else pd.Series(dtype=str)
         runs.append(Run(rid, folder, str(started.iloc[0]) if len(started) else "", g.reset_index(drop=True),
-                        config if own else {}, teacher if own else {}))
+                        config if own else {}, teacher if own else {},
+                        _read_json(folder / FAILED_FILE).get("failed", []) if own else []))
     return runs
 
 

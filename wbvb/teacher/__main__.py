@@ -1,6 +1,7 @@
 """python -m wbvb.teacher {generate,verify,inspect,stats}
 
   generate --config sweeps/X.yaml   run only the teacher-data stage (progress bar; reuse/resume)
+           [--address auto]         ... as a Ray task on a cluster node (teacher_data.cpus/gpus)
   verify DIR [--rows N | --all]     check manifest, shards and sampled rows (DIR: a folder or s3://, gs://, ... URI)
   inspect DIR N                     one example decoded, with the teacher's top-5 answer tokens
   stats DIR                         rows per task, token counts, bytes per signal
@@ -24,6 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--config", default=None)
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     g.add_argument("--force", action="store_true", help="regenerate even if a matching store exists")
+    g.add_argument("--address", help="run the stage as a Ray task on this cluster: auto | HOST:PORT | ray://...")
     v = sub.add_parser("verify", help="check a teacher store (a folder holding manifest.json)")
     v.add_argument("dir")
     v.add_argument("--rows", type=int, default=20, help="rows sampled across the store (default 20)")
@@ -42,7 +44,14 @@ def main(argv=None) -> int:
         if args.cmd == "generate":
             from wbvb.teacher import prepare
 
-            prep = prepare(load_config(args.config, args.set), force=args.force, progress=True)
+            cfg = load_config(args.config, args.set)
+            if args.address:
+                from wbvb.teacher_stage import connect, prepare_on_cluster
+
+                connect(args.address)
+                prep, _ = prepare_on_cluster(cfg, force=args.force)
+            else:
+                prep = prepare(cfg, force=args.force, progress=True)
             print(json.dumps({"dir": str(prep.data_dir), "rows": prep.manifest["num_rows"],
                               "teacher_accuracy": prep.manifest.get("teacher_accuracy")}, indent=1))
         elif args.cmd == "verify":

@@ -1,0 +1,49 @@
+"""The teacher stage as a Ray task on a cluster node (here: a local Ray whose node carries the resource)."""
+import json
+import os
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def ray_teacher_node():
+    import ray
+
+    ray.init(address="local", num_cpus=2, resources={"teacher_node": 1}, include_dashboard=False,
+             log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def test_generate_as_a_ray_task_then_found_by_fingerprint(tiny_dict, tmp_path, ray_teacher_node, capsys):
+    from wbvb.config import config_from_dict
+    from wbvb.teacher.__main__ import main
+    from wbvb.teacher_stage import prepare_on_cluster
+
+    tiny_dict["sweep"]["distill_types"] = ["black_box"]
+    tiny_dict["teacher_data"].update({"cpus": 1, "custom_resources": {"teacher_node": 1}})
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(tiny_dict))
+    # `ray job submit ... -- python -m wbvb.teacher generate --config X --address auto` (Ray already joined here)
+    assert main(["generate", "--config", str(path), "--address", "auto"]) == 0
+    out = capsys.readouterr().out
+    assert "as a Ray task (1 CPU, 0 GPU, {'teacher_node': 1.0})" in out
+    made = json.loads(out[out.index("{\n"):])
+    assert (tmp_path / "teacher" / os.path.basename(made["dir"]) / "manifest.json").is_file()
+
+    # The sweep's own teacher stage on the cluster finds that store by fingerprint, in a task, not here.
+    prep, where = prepare_on_cluster(config_from_dict(tiny_dict))
+    assert str(prep.data_dir) == made["dir"] and where["pid"] != os.getpid()
+    assert prep.manifest["num_rows"] == made["rows"]
+
+
+def test_cluster_teacher_stage_needs_a_shared_path(tiny_dict):
+    from wbvb.config import ConfigError, config_from_dict
+    from wbvb.teacher_stage import prepare_on_cluster
+
+    tiny_dict["teacher_data"]["path"] = "wbvb_data/teacher"
+    with pytest.raises(ConfigError, match="relative.*every node sees"):
+        prepare_on_cluster(config_from_dict(tiny_dict))

@@ -1,0 +1,60 @@
+"""The teacher-data stage where it belongs: in this process, or as a Ray task on a cluster node.
+
+On a cluster the head node has no GPU and no copy of the teacher data should pass through it:
+``prepare`` (presets, teacher fine-tune, generation, verify) runs as one Ray task that asks for
+``teacher_data.cpus/gpus/custom_resources``, and writes the store to ``teacher_data.path``, which
+must be storage every node sees (NFS/EFS path). A store already there with the same fingerprint is
+found and reused by that task, so a sweep never waits for a local copy.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from wbvb.config import ConfigError, config_from_dict, is_uri
+from wbvb.teacher import PreparedTeacher, prepare
+
+RUNTIME_ENV = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}}
+
+
+def connect(address: str) -> None:
+    """Join the cluster at ``address`` (auto | HOST:PORT | ray://...), unless this process already has."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address, runtime_env=RUNTIME_ENV, log_to_driver=True)
+
+
+def stage_resources(cfg) -> dict:
+    td = cfg.teacher_data
+    return {"num_cpus": td.cpus, "num_gpus": td.gpus, "resources": dict(td.custom_resources)}
+
+
+def _prepare_task(cfg_dict: dict, force: bool) -> dict:
+    prep = prepare(config_from_dict(cfg_dict), force=force)
+    import ray
+
+    return {"teacher_path": prep.teacher_path, "student_path": prep.student_path, "data_dir": str(prep.data_dir),
+            "manifest": prep.manifest, "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+
+
+def prepare_on_cluster(cfg, force: bool = False) -> tuple[PreparedTeacher, dict]:
+    """Run the teacher stage as a Ray task (Ray must be connected); return its result and where it ran."""
+    import ray
+
+    path = cfg.teacher_data.path
+    if not is_uri(path) and not Path(path).expanduser().is_absolute():
+        raise ConfigError(f"teacher_data.path '{path}' is relative, but on a cluster the teacher "
+                          "stage runs on another node: give a path every node sees, e.g. --set "
+                          "teacher_data.path=/mnt/wbvb/teacher (or set WBVB_OFFLINE_DATA_PATH)")
+    res = stage_resources(cfg)
+    print(f"teacher data: running the teacher stage as a Ray task ({res['num_cpus']:g} CPU, "
+          f"{res['num_gpus']:g} GPU{', ' + str(res['resources']) if res['resources'] else ''}); "
+          "it waits for a node with these resources", flush=True)
+    task = ray.remote(_prepare_task).options(**res, max_retries=1)
+    out = ray.get(task.remote(cfg.to_dict(), force))
+    where = {"node_id": out.pop("node_id"), "pid": out.pop("pid")}
+    prep = PreparedTeacher(out["teacher_path"], out["student_path"], Path(out["data_dir"]), out["manifest"])
+    print(f"teacher data: {prep.data_dir} ready ({prep.manifest['num_rows']} rows, fingerprint "
+          f"{prep.manifest['fingerprint']}), made or found on node {where['node_id'][:12]}", flush=True)
+    return prep, where
