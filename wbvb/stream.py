@@ -4,8 +4,8 @@ Reads lazily with column projection (a ``black_box`` trial never reads hidden or
 bytes). Each epoch reads the shards in an order and draws batches from a shuffle buffer with
 seeds derived from (trial seed, epoch) (``wbvb.shuffle``), and order is preserved otherwise so a
 run is reproducible; a thread reads ahead across epoch ends, so the next epoch's Ray Data
-execution (seconds to start) starts while the current one trains. Memory stays flat however large
-the store (benchmarks/README.md, "Teacher store"): blocks are capped at ``BLOCK_BYTES`` (Ray
+execution (seconds to start) starts while the current one trains. Memory is kept from growing
+with the store (benchmarks/README.md, "Teacher store"; a residual growth remains there): blocks are capped at ``BLOCK_BYTES`` (Ray
 Data's default packs shards into blocks of up to 128 MiB), the shard order is drawn before
 reading (``randomize_block_order`` first reads every block into the object store), and the row
 shuffle is ours (Ray's local shuffle buffer held up to ~8x the rows it was asked for). Arrow
