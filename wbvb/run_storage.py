@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from wbvb import storage
 from wbvb.config import is_uri
 
 TUNE = "tune"
@@ -25,10 +26,8 @@ class RunStorage:
         self.uri, self.local = uri, Path(local)
         self.remote = is_uri(uri)
         self.fs = self.root = None
-        if self.remote:
-            import pyarrow.fs
-
-            self.fs, self.root = pyarrow.fs.FileSystem.from_uri(uri)
+        if self.remote:  # the same resolution (and clear error) as teacher data locations
+            self.fs, self.root = storage.filesystem(storage.location(uri))
 
     @classmethod
     def of(cls, cfg) -> "RunStorage":
