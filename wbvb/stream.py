@@ -5,8 +5,9 @@ bytes). Each epoch reads the shards in an order and draws batches from a shuffle
 seeds derived from (trial seed, epoch) (``wbvb.shuffle``), and order is preserved otherwise so a
 run is reproducible; a thread reads ahead across epoch ends, so the next epoch's Ray Data
 execution (seconds to start) starts while the current one trains. Memory is kept from growing
-with the store (benchmarks/README.md, "Teacher store"; a residual growth remains there): blocks are capped at ``BLOCK_BYTES`` (Ray
-Data's default packs shards into blocks of up to 128 MiB), the shard order is drawn before
+with the store (a residual growth remains: benchmarks/README.md, "Teacher store"): blocks are
+capped at ``BLOCK_BYTES`` (Ray Data's default packs shards into blocks of up to 128 MiB), the
+shard order is drawn before
 reading (``randomize_block_order`` first reads every block into the object store), and the row
 shuffle is ours (Ray's local shuffle buffer held up to ~8x the rows it was asked for). Arrow
 batches decode straight into padded tensors (``teacher.codec.decode_batch``), with no per-row
@@ -53,8 +54,9 @@ class ShardStream:
     def __init__(self, data_dir: Path | str, manifest: dict, signals, batch_size: int,
                  data_cpus: float = 0.5, stall_timeout_s: float = 300.0):
         shards = shard_paths(data_dir, manifest)  # local paths or URIs (s3://, gs://, ...)
-        self.filesystem = storage.filesystem(shards[0])[0] if shards and isinstance(shards[0], str) else None
-        self.paths = [storage.filesystem(p)[1] if self.filesystem else str(p) for p in shards]
+        remote = [storage.filesystem(p) for p in shards] if shards and isinstance(shards[0], str) else None
+        self.filesystem = remote[0][0] if remote else None
+        self.paths = [path for _, path in remote] if remote else [str(p) for p in shards]
         self.manifest = manifest
         self.columns = columns_for(signals)
         self.batch_size = batch_size
