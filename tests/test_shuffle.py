@@ -57,3 +57,31 @@ def test_draws_unchanged_when_the_buffer_is_compacted():
     small = _ids(shuffled_batches(_blocks(600, [5] * 120), 4, 8, batch_rng(1, 0)))
     assert one == small
     assert sorted(sum(small, [])) == list(range(600))
+
+
+def test_row_buffer_takes_in_the_given_order_across_blocks_and_lets_drawn_blocks_go():
+    from wbvb.shuffle import _RowBuffer
+
+    buf = _RowBuffer()
+    numbers = np.concatenate([buf.add(t) for t in _blocks(20, [5, 5, 10])])
+    assert numbers.tolist() == list(range(20))
+    rows = np.array([17, 3, 8, 0, 9])
+    assert buf.take(rows).column("id").to_pylist() == [17, 3, 8, 0, 9]
+    buf.drawn(np.array([5, 6, 7, 8, 9]))  # the whole second block
+    assert [p.num_rows for p in buf.parts] == [5, 10] and buf.held() == 15
+    assert buf.take(np.array([12, 1])).column("id").to_pylist() == [12, 1]
+
+
+def test_row_buffer_compaction_copies_sparse_blocks_only_and_bounds_what_is_held():
+    from wbvb.shuffle import _RowBuffer
+
+    buf = _RowBuffer()
+    for t in _blocks(30, [10, 10, 10]):
+        buf.add(t)
+    buf.drawn(np.array([0, 1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 13, 14]))  # block 0: 2 alive, block 1: 5, block 2: 10
+    live = np.array([25, 8, 15, 9, 20, 16, 17, 18, 19, 21, 22, 23, 24, 26, 27, 28, 29])
+    moved = buf.compact(live)
+    assert [p.num_rows for p in buf.parts] == [10, 2, 5]  # block 2 kept whole; the 2 + 5 live rows copied out
+    assert buf.held() <= 2 * len(live)
+    assert buf.take(moved).column("id").to_pylist() == live.tolist()  # same rows, same order
+    assert (moved == live)[[0, 4]].all() and not (moved == live)[[1, 2, 3]].any()

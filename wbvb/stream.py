@@ -4,14 +4,13 @@ Reads lazily with column projection (a ``black_box`` trial never reads hidden or
 bytes). Each epoch reads the shards in an order and draws batches from a shuffle buffer with
 seeds derived from (trial seed, epoch) (``wbvb.shuffle``), and order is preserved otherwise so a
 run is reproducible; a thread reads ahead across epoch ends, so the next epoch's Ray Data
-execution (seconds to start) starts while the current one trains. Memory is kept from growing
-with the store (a residual growth remains: benchmarks/README.md, "Teacher store"): blocks are
-capped at ``BLOCK_BYTES`` (Ray Data's default packs shards into blocks of up to 128 MiB), the
-shard order is drawn before
-reading (``randomize_block_order`` first reads every block into the object store), and the row
-shuffle is ours (Ray's local shuffle buffer held up to ~8x the rows it was asked for). Arrow
-batches decode straight into padded tensors (``teacher.codec.decode_batch``), with no per-row
-Python objects. Ray Data gets a CPU cap of its own and a no-progress timeout, so a starved
+execution (seconds to start) starts while the current one trains. Memory does not grow with the
+store (benchmarks/README.md, "Teacher store"): blocks are capped at ``BLOCK_BYTES`` (Ray Data's
+default packs shards into blocks of up to 128 MiB), the shard order is drawn before reading
+(``randomize_block_order`` first reads every block into the object store), and the row shuffle is
+ours (Ray's local shuffle buffer held up to ~8x the rows it was asked for; ours lets a block go
+once its rows are drawn and never concatenates the buffer). Arrow batches decode straight into
+padded tensors (``teacher.codec.decode_batch``), with no per-row Python objects. Ray Data gets a CPU cap of its own and a no-progress timeout, so a starved
 pipeline fails loudly instead of hanging (DESIGN: deadlock).
 """
 from __future__ import annotations
