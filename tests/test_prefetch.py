@@ -32,3 +32,21 @@ def test_consumer_may_stop_early():
     assert [next(it) for _ in range(3)] == [0, 1, 2]
     it.close()
     assert len(seen) < 20  # the producer stopped instead of draining the source
+
+
+def test_a_size_budget_bounds_what_is_made_ahead():
+    import time
+
+    seen = []
+
+    def gen():
+        for i in range(100):
+            seen.append(i)
+            yield i
+
+    it = prefetch(gen(), size=lambda i: 10, max_size=35)
+    assert next(it) == 0
+    time.sleep(0.3)  # let the producer run as far ahead as the budget allows
+    assert len(seen) <= 1 + 3 + 1  # consumed, 3 queued (30 <= 35), one made and waiting for room
+    assert list(it) == list(range(1, 100))
+    assert list(prefetch(range(3), size=lambda i: 100, max_size=10)) == [0, 1, 2]  # oversized: one at a time

@@ -7,7 +7,7 @@ import torch
 from wbvb import losses
 from wbvb.config import TeacherDataConfig
 from wbvb.teacher import compress, synthetic
-from wbvb.teacher.codec import decode_batch, encode_signals, first_attention_row, layout_of, pack_attention, strided
+from wbvb.teacher.codec import BadValues, decode_batch, encode_signals, first_attention_row, layout_of, pack_attention, strided
 from wbvb.teacher.compress import bits_for
 from wbvb.teacher.generate import store_columns
 from wbvb.teacher.schema import arrow_schema, columns_for
@@ -106,6 +106,37 @@ def test_float32_round_trip_is_exact_and_zero_padded():
     assert torch.equal(b["attention"][0], outs[0]["attention"]) and torch.equal(b["attention"][1, ..., :2, :2],
                                                                                outs[1]["attention"])
     assert "attention_row_mask" not in b
+
+
+def test_batch_decode_equals_row_by_row_for_slices_and_chunks():
+    """Rows decode in one vectorised pass: the same values as decoding each row alone, whatever
+    the table's offset or chunking (a shuffle buffer hands over slices of several blocks)."""
+    gen = torch.Generator().manual_seed(3)
+    m = _manifest(dtype="float16", logprob_encoding="gaps8", vocab=300)
+    outs = [_teacher_outputs(n, 2, m, gen) for n in (5, 9, 3, 7)]
+    table = _table(outs, m)
+    mixed = pa.concat_tables([table.slice(2, 2), table.slice(0, 2)])  # two chunks, the first at an offset
+    whole = decode_batch(mixed, m, pad_id=0)
+    for j, src in enumerate([2, 3, 0, 1]):
+        alone = decode_batch(table.slice(src, 1), m, pad_id=0)
+        n = outs[src]["n"]
+        for key in ("input_ids", "topk_ids", "topk_logprobs"):
+            assert torch.equal(whole[key][j, :n], alone[key][0]), key
+        h = alone["hidden"].shape[2]
+        assert torch.equal(whole["hidden"][j, :, :h], alone["hidden"][0])
+        assert torch.equal(whole["topk_ids"][j, :n], outs[src]["ids"].int())
+
+
+def test_a_short_row_is_named_by_row_and_column():
+    gen = torch.Generator().manual_seed(4)
+    m = _manifest()
+    table = _table([_teacher_outputs(5, 2, m, gen), _teacher_outputs(4, 2, m, gen)], m)
+    ids = table.column("topk_ids").to_pylist()
+    ids[1] = ids[1][:-1]
+    bad = table.set_column(table.schema.get_field_index("topk_ids"), "topk_ids", pa.array(ids, pa.binary()))
+    with pytest.raises(BadValues, match="expected 12 values of 6 bits = 9 bytes") as err:
+        decode_batch(bad, m, pad_id=0)
+    assert (err.value.row, err.value.column) == (1, "topk_ids")
 
 
 def test_answer_rows_store_only_loss_rows_and_say_which():

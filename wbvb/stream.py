@@ -44,7 +44,11 @@ def configure_data_context(data_cpus: float, stall_timeout_s: float) -> None:
     ctx.enable_auto_log_stats = False
 
 
-TABLES_AHEAD = 2  # Arrow blocks read ahead of the batches (memory: two blocks of the projected columns)
+# Arrow blocks read ahead of the batches, by size: small projected columns (black_box) run whole
+# epochs ahead, so each epoch's Ray Data execution ends early instead of polling for the whole
+# epoch (its scheduling loop cost the trial's process ~2 s of CPU per 30 s of training); large
+# white-box blocks stay a few. Whatever the store's size, a trial holds at most this much ahead.
+READ_AHEAD_BYTES = 64 << 20
 
 
 class ShardStream:
@@ -56,6 +60,7 @@ class ShardStream:
         remote = [storage.filesystem(p) for p in shards] if shards and isinstance(shards[0], str) else None
         self.filesystem = remote[0][0] if remote else None
         self.paths = [path for _, path in remote] if remote else [str(p) for p in shards]
+        self.rows = [int(s["rows"]) for s in manifest["shards"]]
         self.manifest = manifest
         self.columns = columns_for(signals)
         self.batch_size = batch_size
@@ -64,22 +69,27 @@ class ShardStream:
         self.data_cpus = data_cpus
         self.stall_timeout_s = stall_timeout_s
 
-    def dataset(self, paths: Optional[list] = None):
+    def dataset(self, order: Optional[list[int]] = None):
+        """The shards (all, or those at ``order``'s indices, in that order) as a lazy Ray Dataset."""
         import ray.data
 
+        from wbvb.shard_source import TeacherShardSource
+
         configure_data_context(self.data_cpus, self.stall_timeout_s)
-        paths = self.paths if paths is None else paths
-        return ray.data.read_parquet(paths, columns=self.columns, filesystem=self.filesystem,
-                                     num_cpus=min(0.25, self.data_cpus))
+        order = range(len(self.paths)) if order is None else order
+        source = TeacherShardSource([self.paths[i] for i in order], [self.rows[i] for i in order], self.columns,
+                                    self.filesystem, BLOCK_BYTES)
+        return ray.data.read_datasource(source, num_cpus=min(0.25, self.data_cpus), override_num_blocks=len(order))
 
     def batches(self, first_epoch: int, end_epoch: int, seed: int, skip: int = 0) -> Iterator[tuple[int, dict]]:
         """(epoch, batch) for epochs [first_epoch, end_epoch), the epochs read back to back.
 
-        A thread reads Arrow blocks ahead of the batches, across epoch ends, so the next epoch's
-        Ray Data execution starts (seconds) while this one still trains. ``skip``: micro-batches
+        A thread reads Arrow blocks ahead of the batches (``READ_AHEAD_BYTES``), across epoch
+        ends, so the next epoch's Ray Data execution starts while this one still trains. ``skip``: micro-batches
         of ``first_epoch`` already trained (a mid-epoch resume): drawn as before, not decoded.
         """
-        rows = RowCutter(prefetch(self._tables(first_epoch, end_epoch, seed), depth=TABLES_AHEAD))
+        rows = RowCutter(prefetch(self._tables(first_epoch, end_epoch, seed), size=lambda t: t.nbytes,
+                                  max_size=READ_AHEAD_BYTES))
         for epoch in range(first_epoch, end_epoch):
             drawn = shuffled_batches(rows.take(self.num_rows), self.batch_size, 4 * self.batch_size,
                                      batch_rng(seed, epoch), skip if epoch == first_epoch else 0)
@@ -88,8 +98,10 @@ class ShardStream:
                     yield epoch, decode_batch(table, self.manifest, self.pad_id)
 
     def _tables(self, first_epoch: int, end_epoch: int, seed: int) -> Iterator:
-        for epoch in range(first_epoch, end_epoch):
-            order = [self.paths[i] for i in shard_order(len(self.paths), seed, epoch)]
+        """Arrow blocks of the epochs back to back, each epoch's shards in its seeded order: one Ray
+        Data execution for all of them (each execution costs a start and a scheduling loop)."""
+        order = [i for epoch in range(first_epoch, end_epoch) for i in shard_order(len(self.paths), seed, epoch)]
+        if order:
             yield from self.dataset(order).iter_batches(batch_size=None, batch_format="pyarrow")
 
     def epoch(self, epoch: int, seed: int) -> Iterator[dict]:

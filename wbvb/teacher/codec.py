@@ -130,11 +130,6 @@ def _row_values(offsets, data, i: int, dtype: str, count: int, column: str) -> n
     return _row_parts(offsets, data, i, [(dtype, count)], column)[0]
 
 
-def _row_packed(offsets, data, i: int, bits: int, count: int, column: str) -> np.ndarray:
-    size = compress.packed_size(count, bits)
-    return _row_bytes(offsets, data, i, size, column, f"{count} values of {bits} bits")
-
-
 def _as_torch(arr: np.ndarray, dtype: str) -> torch.Tensor:
     t = torch.from_numpy(arr)
     return t.view(torch.bfloat16) if dtype == "bfloat16" else t
@@ -156,8 +151,10 @@ def decode_batch(table: pa.Table, manifest: dict, pad_id: int) -> dict:
     pos = np.arange(L)
     attention_mask = pos[None, :] < seq[:, None]
     answer_mask = attention_mask & (pos[None, :] >= prompt[:, None])
-    for i in range(b):
-        input_ids[i, : seq[i]] = flat_ids[id_off[i]: id_off[i + 1]]
+    if not np.array_equal(np.diff(id_off), seq):
+        i = int(np.flatnonzero(np.diff(id_off) != seq)[0])
+        raise BadValues(i, "input_ids", f"holds {id_off[i + 1] - id_off[i]} ids, expected seq_len = {seq[i]}")
+    input_ids[attention_mask] = flat_ids[id_off[0]: id_off[-1]]  # rows are consecutive in the ids buffer
     batch = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask.astype(np.int64)),
              "answer_mask": torch.from_numpy(answer_mask), "example_ids": table.column("example_id").to_pylist()}
     names = table.column_names
@@ -174,30 +171,61 @@ def decode_batch(table: pa.Table, manifest: dict, pad_id: int) -> dict:
     return batch
 
 
+def _sized_rows(table: pa.Table, column: str, need: np.ndarray, what) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, data) of a binary column whose row i must hold ``need[i]`` bytes (``what(i)``
+    says what those bytes are, for the error)."""
+    off, data = _binary_parts(table.column(column))
+    have = np.diff(off)
+    bad = np.flatnonzero(have != need)
+    if bad.size:
+        i = int(bad[0])
+        raise BadValues(i, column, f"holds {have[i]} bytes, expected {what(i)} = {need[i]} bytes")
+    return off, data
+
+
+def _positions(seq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row, position) of every token of every row, rows in order: how per-token values are laid out."""
+    return np.nonzero(np.arange(int(seq.max()))[None, :] < seq[:, None])
+
+
 def _decode_ids(table: pa.Table, lay: dict, seq: np.ndarray) -> torch.Tensor:
+    """Bit-packed ids of all rows in one vectorised read (each row's bit stream starts on a byte)."""
     k, bits = lay["k"], lay["id_bits"]
     out = np.zeros((len(seq), int(seq.max()), k), dtype=np.int32)
-    off, data = _binary_parts(table.column("topk_ids"))
-    for i in range(len(seq)):
-        raw = _row_packed(off, data, i, bits, seq[i] * k, "topk_ids")
-        out[i, : seq[i]] = compress.unpack_bits(raw, bits, seq[i] * k).reshape(seq[i], k)
+    need = (seq * k * bits + 7) // 8
+    off, data = _sized_rows(table, "topk_ids", need, lambda i: f"{seq[i] * k} values of {bits} bits")
+    rows, pos = _positions(seq)
+    start = (off[rows] * 8)[:, None] + (pos[:, None] * k + np.arange(k)[None, :]) * bits
+    out[rows, pos] = compress.unpack_bits_at(data, start, bits)
     return torch.from_numpy(out)
 
 
 def _decode_logprobs(table: pa.Table, lay: dict, seq: np.ndarray) -> torch.Tensor:
+    """All rows at once: stored values are consecutive rows of [seq_len, k] (gaps8: per row, the
+    head [n] float32, the largest gap [n] float32, then the codes [n, k-1] uint8)."""
     k, dt = lay["k"], lay["logprobs"]
     gaps = dt == "gaps8"
     out = np.zeros((len(seq), int(seq.max()), k), dtype=np.float32 if gaps else NP_DTYPES[dt])
-    off, data = _binary_parts(table.column("topk_logprobs"))
-    for i in range(len(seq)):
-        n = seq[i]
-        if gaps:
-            head, gmax, codes = _row_parts(off, data, i, [("float32", n), ("float32", n), ("uint8", n * (k - 1))],
-                                           "topk_logprobs")
-            out[i, :n] = compress.decode_logprob_gaps(head, gmax, codes.reshape(n, k - 1))
-        else:
-            out[i, :n] = _row_values(off, data, i, dt, n * k, "topk_logprobs").reshape(n, k)
-    return torch.from_numpy(out) if gaps else _as_torch(out, dt)
+    rows, pos = _positions(seq)
+    if gaps:
+        need = seq * (8 + (k - 1))
+        off, data = _sized_rows(table, "topk_logprobs", need,
+                                lambda i: f"{seq[i]} float32 + {seq[i]} float32 + {seq[i] * (k - 1)} uint8 values")
+        base, n = off[rows], seq[rows]
+        head = _gather(data, base + 4 * pos, 4).view(np.float32).ravel()
+        gmax = _gather(data, base + 4 * (n + pos), 4).view(np.float32).ravel()
+        codes = _gather(data, base + 8 * n + pos * (k - 1), k - 1)
+        out[rows, pos] = compress.decode_logprob_gaps(head, gmax, codes)
+        return torch.from_numpy(out)
+    width = np.dtype(NP_DTYPES[dt]).itemsize
+    off, data = _sized_rows(table, "topk_logprobs", seq * k * width, lambda i: f"{seq[i] * k} {dt} values")
+    out[rows, pos] = data[off[0]: off[-1]].view(NP_DTYPES[dt]).reshape(-1, k)
+    return _as_torch(out, dt)
+
+
+def _gather(data: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
+    """[len(starts), width] bytes of ``data`` from each start."""
+    return data[starts[:, None] + np.arange(width)[None, :]]
 
 
 def _decode_hidden(table: pa.Table, manifest: dict, seq: np.ndarray) -> torch.Tensor:
