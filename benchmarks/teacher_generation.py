@@ -1,10 +1,15 @@
 """Teacher-data generation time vs the teacher's bare forward passes over the same batches.
 
-Generation = forward with hidden states and attention maps + log-softmax/top-k + strided
-selection + encoding + the background shard writer (``teacher.generate.teacher_rows`` and
-``teacher.writer.ShardWriter``, as ``python -m wbvb.teacher generate`` runs them). Bare = the same
-model's forward returning logits only. A random-init Llama-style teacher, scaled down for 2 CPUs:
-vocab 32000, seq 256, k 128, strides 2, 8 heads; hidden size and layers by flag.
+Generation = the store's forward (``teacher.signals``: hidden state and attention map of the
+stored block only, by hooks and a probabilities kernel in that block) + top-k log-probs +
+strided selection + encoding + the background shard writer (``teacher.generate.teacher_rows`` and
+``teacher.writer.ShardWriter``, as ``python -m wbvb.teacher generate`` runs them). Bare = the
+model's plain forward returning logits, as for inference, with the same kernel the generation
+keeps in the blocks it does not capture (sdpa): until 2026-11-27 both ran eager attention in every
+block, which the store no longer needs, so bare was switched too rather than left slower. Each
+runs on its own copy of the teacher (same seed), so bare carries no capture hooks. A random-init
+Llama-style teacher, scaled down for 2 CPUs: vocab 32000, seq 256, k 128, strides 2, 8 heads;
+hidden size and layers by flag.
 
     PYTHONPATH=. python benchmarks/teacher_generation.py [--hidden 512 --layers 2 --batches 4]
 """
