@@ -1,10 +1,15 @@
 """Teacher-data generation time vs the teacher's bare forward passes over the same batches.
 
-Generation = forward with hidden states and attention maps + log-softmax/top-k + strided
-selection + encoding + the background shard writer (``teacher.generate.teacher_rows`` and
-``teacher.writer.ShardWriter``, as ``python -m wbvb.teacher generate`` runs them). Bare = the same
-model's forward returning logits only. A random-init Llama-style teacher, scaled down for 2 CPUs:
-vocab 32000, seq 256, k 128, strides 2, 8 heads; hidden size and layers by flag.
+Generation = the store's forward (``teacher.signals``: hidden state and attention map of the
+stored block only, by hooks and a probabilities kernel in that block) + top-k log-probs +
+strided selection + encoding + the background shard writer (``teacher.generate.teacher_rows`` and
+``teacher.writer.ShardWriter``, as ``python -m wbvb.teacher generate`` runs them). Bare = the
+model's plain forward returning logits, as for inference, with the same kernel the generation
+keeps in the blocks it does not capture (sdpa): until 2026-11-27 both ran eager attention in every
+block, which the store no longer needs, so bare was switched too rather than left slower. Each
+runs on its own copy of the teacher (same seed), so bare carries no capture hooks. A random-init
+Llama-style teacher, scaled down for 2 CPUs: vocab 32000, seq 256, k 128, strides 2, 8 heads;
+hidden size and layers by flag.
 
     PYTHONPATH=. python benchmarks/teacher_generation.py [--hidden 512 --layers 2 --batches 4]
 """
@@ -24,6 +29,7 @@ from wbvb.config import TeacherDataConfig
 from wbvb.teacher.codec import layout_of
 from wbvb.teacher.generate import store_columns, teacher_rows
 from wbvb.teacher.schema import FORMAT_VERSION
+from wbvb.teacher.signals import TeacherSignals
 from wbvb.teacher.writer import ShardWriter
 
 VOCAB, SEQ, K, HEADS, STRIDE = 32000, 256, 128, 8, 2
@@ -34,7 +40,7 @@ def teacher(hidden: int, layers: int):
 
     cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=hidden, intermediate_size=hidden * 11 // 4,
                       num_hidden_layers=layers, num_attention_heads=HEADS, num_key_value_heads=HEADS,
-                      max_position_embeddings=SEQ, attn_implementation="eager")
+                      max_position_embeddings=SEQ, attn_implementation="sdpa")
     torch.manual_seed(0)
     return LlamaForCausalLM(cfg).eval()
 
@@ -69,9 +75,10 @@ class _Tokenizer:
 COMPACT = dict(logprob_encoding="gaps8", hidden_encoding="int8", attention_encoding="cbrt")
 
 
-def generation(model, data, out_dir: Path, encodings: dict) -> float:
+def generation(signals: TeacherSignals, data, out_dir: Path, encodings: dict) -> float:
     td = TeacherDataConfig(top_k=K, hidden_stride=STRIDE, attention_stride=STRIDE, dtype="float16", **encodings)
     cfg = SimpleNamespace(teacher_data=td)
+    model = signals.model
     layer = model.config.num_hidden_layers - 1
     manifest = {"format_version": FORMAT_VERSION, "shards": [], "num_rows": 0,
                 "strides": {"hidden": STRIDE, "attention": STRIDE},
@@ -81,7 +88,7 @@ def generation(model, data, out_dir: Path, encodings: dict) -> float:
     t0 = time.perf_counter()
     writer = ShardWriter(out_dir, manifest)
     for i, b in enumerate(data):
-        rows = teacher_rows(model, _Tokenizer(), b, cfg, layout, "cpu", [layer], [layer])
+        rows = teacher_rows(signals, _Tokenizer(), b, cfg, layout, "cpu")
         writer.submit(f"shard-{i:05d}.parquet", rows)
     writer.close()
     return time.perf_counter() - t0
@@ -98,6 +105,8 @@ def main() -> None:
                     help="fp16: lossless codes; compact: gaps8 log-probs, int8 hidden, cbrt attention")
     args = ap.parse_args()
     model = teacher(args.hidden, args.layers)
+    # generation captures the last block's hidden state and attention map on its own copy of the teacher
+    signals = TeacherSignals(teacher(args.hidden, args.layers), [args.layers - 1], [args.layers - 1])
     data = batches(args.batches, args.batch_size)
     bare(model, data[:1])  # warm-up
     with tempfile.TemporaryDirectory(prefix="wt4-gen-") as tmp:
@@ -105,7 +114,7 @@ def main() -> None:
         t_bare, t_gen = float("inf"), float("inf")
         for r in range(args.rounds):
             t_bare = min(t_bare, bare(model, data))
-            t_gen = min(t_gen, generation(model, data, Path(tmp) / f"round-{r}",
+            t_gen = min(t_gen, generation(signals, data, Path(tmp) / f"round-{r}",
                                           COMPACT if args.encoding == "compact" else {}))
     rows = args.batches * args.batch_size
     print(f"generation_model: hidden={args.hidden} layers={args.layers} heads={HEADS} vocab={VOCAB} seq={SEQ} "

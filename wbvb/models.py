@@ -35,15 +35,13 @@ def load_tokenizer(path: str):
     return tok
 
 
-def load_model(path: str, need_attentions: bool = False, dtype=None):
-    """Load a causal LM. Students keep the fast attention kernel (capture.Capture switches only the
-    mapped blocks); ``need_attentions`` loads every block eager, for ``output_attentions``."""
+def load_model(path: str, dtype=None):
+    """Load a causal LM with the fast attention kernel; ``capture.Capture`` switches only the blocks
+    whose attention probabilities are read (a student's mapped blocks, the teacher's stored ones)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     kwargs = {"dtype": dtype or torch.float32}
-    if need_attentions:
-        kwargs["attn_implementation"] = "eager"
     try:
         return AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except OSError as exc:

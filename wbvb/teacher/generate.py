@@ -17,7 +17,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
 from wbvb import storage
@@ -26,6 +25,7 @@ from wbvb.tasks import load_all, task_identity
 from wbvb.teacher.codec import encode_signals, layout_of, strided
 from wbvb.teacher.compress import bits_for
 from wbvb.teacher.schema import FORMAT_VERSION, MANIFEST, TeacherDataError, read_manifest, write_json_atomic
+from wbvb.teacher.signals import TeacherSignals
 from wbvb.teacher.writer import ShardWriter
 
 log = logging.getLogger("wbvb.teacher")
@@ -90,23 +90,15 @@ def resolve_layers(layers: list[int], num_layers: int, what: str) -> list[int]:
     return sorted(set(out))
 
 
-@torch.no_grad()
-def teacher_rows(model, tokenizer, encoded: list[dict], cfg, layout: dict, device,
-                 hidden_layers: list[int], attention_layers: list[int]) -> list[dict]:
+def teacher_rows(signals: TeacherSignals, tokenizer, encoded: list[dict], cfg, layout: dict, device) -> list[dict]:
     """One teacher forward pass over a batch of encoded examples -> shard rows (column bytes)."""
     td = cfg.teacher_data
     b = collate(encoded, tokenizer.pad_token_id)
-    out = model(input_ids=b["input_ids"].to(device), attention_mask=b["attention_mask"].to(device),
-                output_hidden_states=True, output_attentions=True)
-    # embedding rows padded past the tokenizer (e.g. 152,064 for 151,936 tokens) are not vocabulary
-    logits = out.logits[..., :len(tokenizer)].float()
-    vals, ids = logits.topk(td.top_k, dim=-1)  # top-k of the logits, then log-probs: no vocab-sized log_softmax
-    vals = vals - torch.logsumexp(logits, dim=-1, keepdim=True)
+    lengths = [len(e["input_ids"]) for e in encoded]
     hs, s = td.hidden_stride, td.attention_stride
-    # hidden_states[0] is the embedding output; block i's output is hidden_states[i + 1]
-    hidden = torch.stack([out.hidden_states[i + 1][:, ::hs] for i in hidden_layers], 1).float().cpu()
-    attn = torch.stack([out.attentions[i][:, :, ::s, ::s] for i in attention_layers], 1).float().cpu()
-    vals, ids = vals.cpu(), ids.cpu()
+    # embedding rows padded past the tokenizer (e.g. 152,064 for 151,936 tokens) are not vocabulary
+    vals, ids, hidden, attn = signals(b["input_ids"].to(device), b["attention_mask"].to(device), lengths,
+                                      td.top_k, len(tokenizer), hs, s)
     rows = []
     for i, e in enumerate(encoded):
         n = len(e["input_ids"])
@@ -163,11 +155,12 @@ def generate(cfg, teacher_path: str, tokenizer, force: bool = False, progress: b
         return out_dir
     storage.mkdir(out_dir)
     td, device = cfg.teacher_data, pick_device(cfg.training.device)
-    model = load_model(teacher_path, need_attentions=True).to(device).eval()
+    model = load_model(teacher_path).to(device).eval()
     vocab = model.config.vocab_size
     n_layers = model.config.num_hidden_layers
     hidden_layers = resolve_layers(td.hidden_layers, n_layers, "hidden_layers")
     attention_layers = resolve_layers(td.attention_layers, n_layers, "attention_layers")
+    signals = TeacherSignals(model, hidden_layers, attention_layers)
     examples = load_all(cfg.tasks, "train")
     encoded = [encode_example(ex, tokenizer, cfg.training.max_length) for ex in examples]
     encoded.sort(key=lambda e: (len(e["input_ids"]), e["example_id"]))  # length order: little padding
@@ -194,7 +187,7 @@ def generate(cfg, teacher_path: str, tokenizer, force: bool = False, progress: b
         for idx, chunk in todo:
             rows = []
             for b in batched(chunk, td.batch_size):
-                rows.extend(teacher_rows(model, tokenizer, b, cfg, layout, device, hidden_layers, attention_layers))
+                rows.extend(teacher_rows(signals, tokenizer, b, cfg, layout, device))
                 bar.update(len(b))
             writer.submit(f"shard-{idx:05d}.parquet", rows)
     finally:
