@@ -48,7 +48,7 @@ def configure_data_context(data_cpus: float, stall_timeout_s: float) -> None:
 # epochs ahead, so each epoch's Ray Data execution ends early instead of polling for the whole
 # epoch (its scheduling loop cost the trial's process ~2 s of CPU per 30 s of training); large
 # white-box blocks stay a few. Whatever the store's size, a trial holds at most this much ahead.
-READ_AHEAD_BYTES = 64 << 20
+READ_AHEAD_BYTES = 32 << 20
 
 
 class ShardStream:
