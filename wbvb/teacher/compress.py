@@ -43,15 +43,13 @@ def pack_bits(values: np.ndarray, bits: int) -> bytes:
 
 def unpack_bits(buf: np.ndarray, bits: int, count: int) -> np.ndarray:
     """Inverse of ``pack_bits`` for ``bits`` <= 24: each value read from one 32-bit window."""
-    if bits > 24:
-        raise ValueError(f"unpack_bits: {bits} bits per value is more than the 24 supported")
     return unpack_bits_at(buf, np.arange(count, dtype=np.int64) * bits, bits)
 
 
 def unpack_bits_at(buf: np.ndarray, start: np.ndarray, bits: int) -> np.ndarray:
     """The ``bits``-bit values whose bit streams start at bit offsets ``start`` (any shape) of ``buf``."""
     if bits > 24:
-        raise ValueError(f"unpack_bits_at: {bits} bits per value is more than the 24 supported")
+        raise ValueError(f"unpack_bits: {bits} bits per value is more than the 24 supported")
     byte = start >> 3
     padded = np.zeros(buf.size + 4, dtype=np.uint32)
     padded[: buf.size] = buf
