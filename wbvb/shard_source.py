@@ -2,7 +2,7 @@
 
 ``ray.data.read_parquet`` starts each execution by listing and sampling its files in a Ray task
 of its own (a second on an idle cluster, measured in benchmarks/README.md, "Training engine"),
-before the first row is read; a trial starts one execution per epoch. The manifest already
+before the first row is read. The manifest already
 holds the shard files and their row counts, so this source makes one read task per shard
 straight away, in the order given (an epoch's seeded shard order), reads only the projected
 columns, and cuts each shard into blocks of about ``block_bytes``.

@@ -75,6 +75,9 @@ class _RowBuffer:
     def held(self) -> int:
         return sum(part.num_rows for part in self.parts)
 
+    def _keep(self, parts: list[int]) -> None:
+        self.parts, self.starts, self.alive = ([x[i] for i in parts] for x in (self.parts, self.starts, self.alive))
+
     def _part_of(self, rows: np.ndarray) -> np.ndarray:
         return np.searchsorted(np.asarray(self.starts), rows, side="right") - 1
 
@@ -93,8 +96,7 @@ class _RowBuffer:
         parts, counts = np.unique(self._part_of(rows), return_counts=True)
         for p, c in zip(parts, counts):
             self.alive[p] -= int(c)
-        keep = [i for i, n in enumerate(self.alive) if n > 0]
-        self.parts, self.starts, self.alive = ([x[i] for i in keep] for x in (self.parts, self.starts, self.alive))
+        self._keep([i for i, n in enumerate(self.alive) if n > 0])
 
     def compact(self, live: np.ndarray) -> np.ndarray:
         """Copy the live rows of parts that are at most half alive into parts of their own (so
@@ -106,8 +108,7 @@ class _RowBuffer:
         if not len(moving):
             return live
         pieces = self.take(moving).to_batches()
-        keep = [i for i in range(len(self.parts)) if not sparse[i]]
-        self.parts, self.starts, self.alive = ([x[i] for i in keep] for x in (self.parts, self.starts, self.alive))
+        self._keep([i for i in range(len(self.parts)) if not sparse[i]])
         renumbered = live.copy()
         renumbered[sparse[which]] = self.end + np.searchsorted(moving, live[sparse[which]])
         for piece in pieces:

@@ -1,17 +1,18 @@
 """Ray Data pipeline: teacher shards -> padded torch batches for one distill type.
 
 Reads lazily with column projection (a ``black_box`` trial never reads hidden or attention
-bytes). Each epoch reads the shards in an order and draws batches from a shuffle buffer with
-seeds derived from (trial seed, epoch) (``wbvb.shuffle``), and order is preserved otherwise so a
-run is reproducible; a thread reads ahead across epoch ends, so the next epoch's Ray Data
-execution (seconds to start) starts while the current one trains. Memory does not grow with the
-store (benchmarks/README.md, "Teacher store"): blocks are capped at ``BLOCK_BYTES`` (Ray Data's
-default packs shards into blocks of up to 128 MiB), the shard order is drawn before reading
-(``randomize_block_order`` first reads every block into the object store), and the row shuffle is
-ours (Ray's local shuffle buffer held up to ~8x the rows it was asked for; ours lets a block go
-once its rows are drawn and never concatenates the buffer). Arrow batches decode straight into
-padded tensors (``teacher.codec.decode_batch``), with no per-row Python objects. Ray Data gets a CPU cap of its own and a no-progress timeout, so a starved
-pipeline fails loudly instead of hanging (DESIGN: deadlock).
+bytes), through a Ray Data source built from the manifest (``wbvb.shard_source``). Each epoch
+reads the shards in an order and draws batches from a shuffle buffer with seeds derived from
+(trial seed, epoch) (``wbvb.shuffle``), and order is preserved otherwise so a run is
+reproducible; a trial's epochs are one Ray Data execution, read ahead by a thread across epoch
+ends. Memory does not grow with the store (benchmarks/README.md, "Teacher store"): blocks are
+capped at ``BLOCK_BYTES``, the read-ahead at ``READ_AHEAD_BYTES``, the shard order is drawn
+before reading (``randomize_block_order`` first reads every block into the object store), and
+the row shuffle is ours (Ray's local shuffle buffer held up to ~8x the rows it was asked for;
+ours lets a block go once its rows are drawn and never concatenates the buffer). Arrow batches
+decode straight into padded tensors (``teacher.codec.decode_batch``), with no per-row Python
+objects. Ray Data gets a CPU cap of its own and a no-progress timeout, so a starved pipeline
+fails loudly instead of hanging (DESIGN: deadlock).
 """
 from __future__ import annotations
 
@@ -84,9 +85,10 @@ class ShardStream:
     def batches(self, first_epoch: int, end_epoch: int, seed: int, skip: int = 0) -> Iterator[tuple[int, dict]]:
         """(epoch, batch) for epochs [first_epoch, end_epoch), the epochs read back to back.
 
-        A thread reads Arrow blocks ahead of the batches (``READ_AHEAD_BYTES``), across epoch
-        ends, so the next epoch's Ray Data execution starts while this one still trains. ``skip``: micro-batches
-        of ``first_epoch`` already trained (a mid-epoch resume): drawn as before, not decoded.
+        A thread reads Arrow blocks ahead of the batches (up to ``READ_AHEAD_BYTES``), across
+        epoch ends, so the next epoch's first batches are ready while this one ends. ``skip``:
+        micro-batches of ``first_epoch`` already trained (a mid-epoch resume): drawn as before,
+        not decoded.
         """
         rows = RowCutter(prefetch(self._tables(first_epoch, end_epoch, seed), size=lambda t: t.nbytes,
                                   max_size=READ_AHEAD_BYTES))

@@ -192,7 +192,7 @@ def _decode_ids(table: pa.Table, lay: dict, seq: np.ndarray) -> torch.Tensor:
     """Bit-packed ids of all rows in one vectorised read (each row's bit stream starts on a byte)."""
     k, bits = lay["k"], lay["id_bits"]
     out = np.zeros((len(seq), int(seq.max()), k), dtype=np.int32)
-    need = (seq * k * bits + 7) // 8
+    need = compress.packed_size(seq * k, bits)
     off, data = _sized_rows(table, "topk_ids", need, lambda i: f"{seq[i] * k} values of {bits} bits")
     rows, pos = _positions(seq)
     start = (off[rows] * 8)[:, None] + (pos[:, None] * k + np.arange(k)[None, :]) * bits
