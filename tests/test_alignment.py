@@ -105,6 +105,53 @@ def test_capture_only_mapped_blocks_and_matches_eager_outputs_on_gqa():
     assert not cap.active
 
 
+def _gemma2():
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    return Gemma2ForCausalLM(Gemma2Config(
+        vocab_size=40, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, sliding_window=3, attn_logit_softcapping=2.0,
+        max_position_embeddings=16, initializer_range=0.5, attn_implementation="eager"))  # logits past the cap
+
+
+def _mistral():
+    from transformers import MistralConfig, MistralForCausalLM
+
+    return MistralForCausalLM(MistralConfig(
+        vocab_size=40, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, sliding_window=3, max_position_embeddings=16, attn_implementation="sdpa"))
+
+
+@pytest.mark.parametrize("make", [_gemma2, _mistral], ids=["gemma2-softcap-eager", "mistral-window-sdpa"])
+def test_capture_keeps_the_maps_the_model_family_computes(make):
+    """Gemma-2 soft-caps attention logits (it runs eager: sdpa cannot) and slides a 3-key window
+    in its even blocks; Mistral slides one in every block, under sdpa. The maps kept must be the
+    ones the family's own eager attention computes, not softmax(QK^T) over every earlier key."""
+    import copy
+
+    torch.manual_seed(0)
+    model = make().eval()
+    reference = copy.deepcopy(model)
+    reference.set_attn_implementation("eager")
+    ids = torch.randint(0, 40, (2, 7), generator=torch.Generator().manual_seed(3))
+    for mask in (torch.tensor([[1] * 7, [1] * 5 + [0] * 2]), None):
+        ref = reference(input_ids=ids, attention_mask=mask, output_attentions=True)
+        cap = Capture(model, hidden_blocks=[], attention_blocks=[0, 1])
+        with cap:
+            out = model(input_ids=ids, attention_mask=mask)
+        assert (ref.attentions[0][0, :, 6, :4] == 0).all()  # the window: keys 4..6 only
+        for block in (0, 1):
+            assert torch.allclose(cap.attentions[block], ref.attentions[block], atol=1e-6), (block, mask)
+        assert torch.allclose(out.logits, ref.logits, atol=1e-5)
+
+
+def test_implicit_causal_mask_keeps_a_sliding_window():
+    from wbvb.capture import _additive_mask
+
+    keep = _additive_mask(None, 3, 4, torch.zeros(1), window=2)[0, 0] == 0  # queries at positions 1..3
+    assert keep.tolist() == [[True, True, False, False], [False, True, True, False], [False, False, True, True]]
+
+
 def test_sweep_start_refuses_mapped_layers_that_are_not_stored(tiny_dict):
     tiny_dict["alignment"] = {"hidden_map": "uniform"}
     tiny_dict["teacher_data"]["hidden_layers"] = [-1]

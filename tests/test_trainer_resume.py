@@ -23,7 +23,7 @@ def sft_setup(tiny_dict):
     student = resolve_model_paths(cfg)["student"]
     tok = load_tokenizer(student)
     train, ev = load_all(cfg.tasks, "train"), load_all(cfg.tasks, "eval")
-    return (lambda: Trainer(cfg, "sft", 0, student, tok),
+    return (lambda tb_dir=None: Trainer(cfg, "sft", 0, student, tok, tb_dir=tb_dir),
             lambda t: ExampleSource(train, tok, cfg.training.max_length, t.micro_batch), ev)
 
 
@@ -44,6 +44,40 @@ def test_sft_resumed_mid_epoch_ends_like_an_uninterrupted_run(sft_setup, tmp_pat
     assert len(padded) == 1 + 9  # the restart pads only epoch 1's ninth micro-batch, then epoch 2
     assert seen == [round(x, 4) for x in (1 + 2 / 9, 1 + 6 / 9)]
     assert comparable(rest) == comparable(full)
+
+
+def test_tensorboard_of_a_restarted_run_has_each_step_once(sft_setup, tmp_path):
+    """The stopped run logged steps past its last checkpoint; the restart logs them again, and
+    TensorBoard's reader must see each step once, as in one uninterrupted run."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    make_trainer, make_source, ev = sft_setup
+
+    def steps(tb_dir):
+        acc = EventAccumulator(str(tb_dir))
+        acc.Reload()
+        return {tag: [e.step for e in acc.Scalars(tag)] for tag in ("train/loss", "epoch/val_acc")}
+
+    full = make_trainer(tmp_path / "tb-full")
+    full.fit(make_source(full), ev)
+    full.writer.close()
+    first = make_trainer(tmp_path / "tb")
+    saved = []
+
+    def on_checkpoint(progress):  # keep the first checkpoint only, die at the third
+        if not saved:
+            first.save_checkpoint(tmp_path / "ckpt")
+        saved.append(progress["steps"])
+        if len(saved) == 3:
+            raise Stop
+    with pytest.raises(Stop):
+        first.fit(make_source(first), ev, on_checkpoint=on_checkpoint)
+    first.writer.flush()
+    assert max(steps(tmp_path / "tb")["train/loss"]) == saved[-1] > saved[0]  # logged past the checkpoint
+    second = make_trainer(tmp_path / "tb")
+    second.fit(make_source(second), ev, resume_from=tmp_path / "ckpt")
+    second.writer.close()
+    assert steps(tmp_path / "tb") == steps(tmp_path / "tb-full")
 
 
 def test_a_checkpoint_from_other_batch_sizes_is_refused(sft_setup, tiny_dict, tmp_path):

@@ -6,11 +6,15 @@ Attention: in transformers 5.x a Llama-family attention module picks its kernel 
 ``self.config._attn_implementation`` on every call, so the mapped blocks get a config copy
 naming a registered function that computes eager probabilities (and keeps them) while a capture
 is active; every other block keeps the model's fast kernel (sdpa) and returns no probabilities.
+The probabilities come from the model family's own eager kernel (its modeling module's
+``eager_attention_forward``), so logit soft-capping (Gemma-2) or attention sinks are applied as
+the model applies them; a sliding window is applied when the mask is left implicit.
 """
 from __future__ import annotations
 
 import copy
 import math
+import sys
 
 import torch
 from torch import nn
@@ -18,11 +22,16 @@ from torch import nn
 PROBS_ATTENTION = "wbvb_probs"
 
 
-def _additive_mask(mask: torch.Tensor | None, q_len: int, k_len: int, like: torch.Tensor) -> torch.Tensor:
-    """The kernel's mask (bool keep-mask, additive float, or None for plain causal) as an additive mask."""
+def _additive_mask(mask: torch.Tensor | None, q_len: int, k_len: int, like: torch.Tensor,
+                   window: int | None = None) -> torch.Tensor:
+    """The kernel's mask (bool keep-mask, additive float, or None for plain causal, within the last
+    ``window`` keys when the block has a sliding window) as an additive mask."""
     if mask is None:
         q_pos = torch.arange(k_len - q_len, k_len, device=like.device)[:, None]
-        keep = torch.arange(k_len, device=like.device)[None, :] <= q_pos
+        k_pos = torch.arange(k_len, device=like.device)[None, :]
+        keep = k_pos <= q_pos
+        if window is not None:
+            keep &= k_pos > q_pos - window
         mask = keep[None, None]
     if mask.dtype == torch.bool:
         return torch.zeros(mask.shape, dtype=like.dtype, device=like.device).masked_fill(
@@ -30,18 +39,30 @@ def _additive_mask(mask: torch.Tensor | None, q_len: int, k_len: int, like: torc
     return mask[..., :k_len].to(like.dtype)
 
 
+def eager_kernel(module):
+    """The eager attention function of ``module``'s own modeling file (it applies what that family
+    adds to softmax(QK^T): soft-capping, sinks); Llama's for a module whose file has none."""
+    kernel = getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None)
+    if kernel is None:
+        from transformers.models.llama.modeling_llama import eager_attention_forward as kernel
+    return kernel
+
+
 def probs_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
     """Eager attention that keeps its probabilities while its block is captured; sdpa otherwise."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
-    from transformers.models.llama.modeling_llama import eager_attention_forward
 
     store = getattr(module, "wbvb_capture", None)
     if store is None or not store.active:
+        if getattr(module, "wbvb_loaded_kernel", "sdpa") == "eager":  # e.g. Gemma-2: sdpa refuses soft-capping
+            return eager_kernel(module)(module, query, key, value, attention_mask, scaling=scaling,
+                                        dropout=dropout, **kwargs)
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling,
                                       dropout=dropout, **kwargs)
     scaling = scaling if scaling is not None else 1.0 / math.sqrt(query.size(-1))
-    mask = _additive_mask(attention_mask, query.size(2), key.size(2), query)
-    out, weights = eager_attention_forward(module, query, key, value, mask, scaling=scaling, dropout=dropout)
+    mask = _additive_mask(attention_mask, query.size(2), key.size(2), query, kwargs.get("sliding_window"))
+    out, weights = eager_kernel(module)(module, query, key, value, mask, scaling=scaling, dropout=dropout,
+                                        **{k: v for k, v in kwargs.items() if k in ("softcap", "s_aux")})
     store.attentions[module.layer_idx] = weights
     return out, None
 
@@ -84,6 +105,8 @@ class Capture:
             if attn.config._attn_implementation not in ("sdpa", "eager", PROBS_ATTENTION):
                 raise ValueError(f"attention capture supports students loaded with sdpa or eager attention, got "
                                  f"'{attn.config._attn_implementation}'")
+            if attn.config._attn_implementation != PROBS_ATTENTION:  # not already captured
+                attn.wbvb_loaded_kernel = attn.config._attn_implementation
             attn.config = copy.copy(attn.config)
             attn.config._attn_implementation_internal = PROBS_ATTENTION
             attn.wbvb_capture = self

@@ -227,7 +227,7 @@ class Trainer:
         if self.hidden_pairs or self.attention_pairs:  # black-box and sft trials capture nothing
             capture = Capture(student, [s for s, _ in self.hidden_pairs], [s for s, _ in self.attention_pairs])
         self.bundle = StudentBundle(student, projectors, capture).to(self.device)
-        self.writer = None
+        self.writer, self.tb_dir = None, tb_dir
         if tb_dir:
             from torch.utils.tensorboard import SummaryWriter
             self.writer = SummaryWriter(tb_dir)
@@ -429,6 +429,10 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         set_rng_states(state["rng"])
         self.global_step = state["global_step"]
+        if self.writer is not None:  # TensorBoard drops what the stopped run logged after the checkpoint
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer.close()
+            self.writer = SummaryWriter(self.tb_dir, purge_step=self.global_step + 1)
         self.start_epoch, self.start_micro = position["epoch"], position["micro_batches"]
         self._resumed_tally = EpochTally(**position["tally"]) if position["tally"] else None
 
@@ -518,9 +522,9 @@ class Trainer:
                 group["n"] = group.get("n", 0) + 1
             if last:
                 if norm is not None:
+                    self.global_step += 1
                     with self.clock("logging"):
                         self._log_step(group, norm)
-                    self.global_step += 1
                     if on_checkpoint is not None and every and self.global_step % every == 0 and micro < n - 1:
                         t0 += self._mid_epoch_checkpoint(on_checkpoint, epoch, micro + 1, tally, t0)
                 group = {}
@@ -555,6 +559,7 @@ class Trainer:
         return time.perf_counter() - start
 
     def _log_step(self, group: dict, grad_norm: float) -> None:
+        """One optimizer step's scalars at x = steps done (the epoch's scalars share its last step's x)."""
         if not self.writer or not group.get("n"):
             return
         n = group["n"]
