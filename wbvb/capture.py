@@ -49,7 +49,8 @@ def eager_kernel(module):
 
 
 def probs_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """Eager attention that keeps its probabilities while its block is captured; sdpa otherwise."""
+    """Eager attention that keeps its probabilities while its block is captured; otherwise the
+    kernel the model was loaded with (sdpa, or eager)."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     store = getattr(module, "wbvb_capture", None)
