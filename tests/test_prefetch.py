@@ -20,15 +20,16 @@ def test_producer_error_reaches_the_consumer():
         next(it)
 
 
+def _recorded(n: int, seen: list):
+    """0..n-1, noting in ``seen`` each item as the producer makes it."""
+    for i in range(n):
+        seen.append(i)
+        yield i
+
+
 def test_consumer_may_stop_early():
     seen = []
-
-    def gen():
-        for i in range(1000):
-            seen.append(i)
-            yield i
-
-    it = prefetch(gen(), depth=2)
+    it = prefetch(_recorded(1000, seen), depth=2)
     assert [next(it) for _ in range(3)] == [0, 1, 2]
     it.close()
     assert len(seen) < 20  # the producer stopped instead of draining the source
@@ -38,13 +39,7 @@ def test_a_size_budget_bounds_what_is_made_ahead():
     import time
 
     seen = []
-
-    def gen():
-        for i in range(100):
-            seen.append(i)
-            yield i
-
-    it = prefetch(gen(), size=lambda i: 10, max_size=35)
+    it = prefetch(_recorded(100, seen), size=lambda i: 10, max_size=35)
     assert next(it) == 0
     time.sleep(0.3)  # let the producer run as far ahead as the budget allows
     assert len(seen) <= 1 + 3 + 1  # consumed, 3 queued (30 <= 35), one made and waiting for room
