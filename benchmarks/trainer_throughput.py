@@ -85,6 +85,28 @@ def trial_loop(cfg, prep, tok, dims, eval_examples, tb_dir) -> tuple[float, dict
             history)
 
 
+def quickstart_store(rows_per_task: int, epochs: int, prefix: str):
+    """(config, prepared teacher store, its temporary folder) of the quickstart with ``rows_per_task`` training rows per
+    task, in a fresh temporary folder; one torch thread; a local 2-CPU Ray started."""
+    import ray
+
+    from wbvb.config import config_from_dict, load_config
+    from wbvb.teacher import prepare
+
+    torch.set_num_threads(1)
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    os.environ.setdefault("WBVB_CACHE", f"{tmp}/cache")
+    os.environ.setdefault("WBVB_OFFLINE_DATA_PATH", f"{tmp}/teacher")
+    d = load_config(None, [f"training.epochs={epochs}", "models.teacher_finetune_epochs=0",
+                           f"output.dir={tmp}/out"]).to_dict()
+    for task in d["tasks"]:
+        task["n_train"] = rows_per_task
+    cfg = config_from_dict(d)
+    prep = prepare(cfg)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    return cfg, prep, tmp
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows-per-task", type=int, default=2000)
@@ -94,24 +116,13 @@ def main() -> None:
 
     import ray
 
-    from wbvb.config import SIGNALS_BY_TYPE, config_from_dict, load_config
+    from wbvb.config import SIGNALS_BY_TYPE
     from wbvb.models import load_model, load_tokenizer
     from wbvb.stream import ShardStream
     from wbvb.tasks import load_all
-    from wbvb.teacher import prepare
     from wbvb.trainer import TeacherDims
 
-    torch.set_num_threads(1)
-    tmp = tempfile.mkdtemp(prefix="wbvb-bench-tp-")
-    os.environ.setdefault("WBVB_CACHE", f"{tmp}/cache")
-    os.environ.setdefault("WBVB_OFFLINE_DATA_PATH", f"{tmp}/teacher")
-    d = load_config(None, [f"training.epochs={args.epochs}", "models.teacher_finetune_epochs=0",
-                           f"output.dir={tmp}/out"]).to_dict()
-    for task in d["tasks"]:
-        task["n_train"] = args.rows_per_task
-    cfg = config_from_dict(d)
-    prep = prepare(cfg)
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    cfg, prep, tmp = quickstart_store(args.rows_per_task, args.epochs, "wbvb-bench-tp-")
     tok = load_tokenizer(prep.student_path)
     dims = TeacherDims.from_manifest(prep.manifest)
     eval_examples = load_all(cfg.tasks, "eval")
