@@ -86,8 +86,8 @@ def trial_loop(cfg, prep, tok, dims, eval_examples, tb_dir) -> tuple[float, dict
 
 
 def quickstart_store(rows_per_task: int, epochs: int, prefix: str):
-    """(config, prepared teacher store, its temporary folder) of the quickstart with ``rows_per_task`` training rows per
-    task, in a fresh temporary folder; one torch thread; a local 2-CPU Ray started."""
+    """(config, prepared teacher store, temporary folder) of the quickstart with ``rows_per_task``
+    training rows per task, in a fresh temporary folder; one torch thread; a local 2-CPU Ray started."""
     import ray
 
     from wbvb.config import config_from_dict, load_config
