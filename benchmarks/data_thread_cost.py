@@ -54,14 +54,16 @@ def main() -> None:
     stream = ShardStream(prep.data_dir, prep.manifest, SIGNALS_BY_TYPE["black_box"], cfg.training.batch_size,
                          cfg.sweep.data_cpus, cfg.sweep.stall_timeout_s)
     blocks = list(stream._tables(0, args.epochs, 0))  # Ray Data's blocks of all epochs, in memory
-    in_memory = [b for _, b in stream.batches(0, args.epochs, 0)]
 
     def decoded():
+        """The trial's batches (``ShardStream.batches``' draws and decoding) from the blocks in memory."""
         rows = RowCutter(iter(blocks))
         for epoch in range(args.epochs):
             for table in shuffled_batches(rows.take(stream.num_rows), stream.batch_size, 4 * stream.batch_size,
                                           batch_rng(0, epoch)):
                 yield decode_batch(table, stream.manifest, stream.pad_id)
+
+    in_memory = list(decoded())  # the same batches as the stream's, without reading the shards again
 
     def feed(source: str):
         if source == "list":
