@@ -10,11 +10,14 @@ sources alternating within each round:
   read into memory beforehand, in the read-ahead thread, as a trial does;
 - ``decode_unused``: the same work in that thread, but the loop trains on the in-memory batches
   (the cost of doing the work, apart from the batches it makes);
-- ``stream``: the ShardStream as a trial reads it (Ray Data, shuffle + decode, read-ahead).
+- ``stream``: the ShardStream as a trial reads it: Ray Data, shuffle + decode and read-ahead in
+  its BatchMaker actor (another process), the loop taking ready batches from the object store;
+- ``stream_in_process``: the same pipeline in this process (``local_batches``) behind the
+  read-ahead thread, as trials ran it before the actor.
 
 Per source: loop seconds (median over rounds, and each round), the training thread's CPU seconds,
-and the wall time it spent off a CPU (loop − CPU: waiting for the GIL, or descheduled), and the
-ratio list / source. On a quiet machine a source that costs nothing has a ratio near 1.
+the wall time it spent off a CPU (loop − CPU: waiting for the GIL or for a batch, or descheduled),
+the part of it spent waiting for the first batch, and the ratio list / source. On a quiet machine a source that costs nothing has a ratio near 1.
 
 python benchmarks/data_thread_cost.py [--rows-per-task 2000] [--epochs 3] [--rounds 3] [--sources list,decode,...]
 """
@@ -23,10 +26,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import time
 
 from trainer_throughput import bare_loop, quickstart_store  # this folder is on sys.path when run as a script
 
-SOURCES = ("list", "readahead", "decode", "decode_unused", "stream")
+SOURCES = ("list", "readahead", "decode", "decode_unused", "stream", "stream_in_process")
 
 
 def main() -> None:
@@ -74,14 +78,26 @@ def main() -> None:
             return prefetch(decoded(), depth=2)
         if source == "decode_unused":
             return (b for _, b in zip(prefetch(decoded(), depth=2), in_memory))
-        return (b for _, b in prefetch(stream.batches(0, args.epochs, 0), depth=2))
+        if source == "stream":  # the actor starts here, while the loop's student loads (as in a trial)
+            return (b for _, b in stream.batches(0, args.epochs, 0))
+        return (b for _, b in prefetch(stream.local_batches(0, args.epochs, 0), depth=2))
+
+    def counted(batches, steps: list, first_wait: list):
+        """The batches, counted; the wait for the first one (from the loop's start) noted."""
+        t = time.perf_counter()
+        for b in batches:
+            if not steps:
+                first_wait.append(time.perf_counter() - t)
+            steps.append(1)
+            yield b
 
     runs: dict[str, list[tuple[float, float]]] = {s: [] for s in sources}
+    first_waits: dict[str, list[float]] = {s: [] for s in sources}
     for _ in range(args.rounds):
         for source in sources:
-            steps = []
-            counted = (steps.append(1) or b for b in feed(source))
-            wall, _, cpu = bare_loop(load_model(prep.student_path), [counted], cfg.training.lr,
+            steps: list = []
+            batches = counted(feed(source), steps, first_waits[source])
+            wall, _, cpu = bare_loop(load_model(prep.student_path), [batches], cfg.training.lr,
                                      cfg.training.grad_clip, cfg.loss.beta, cfg.loss.temperature)
             if len(steps) != len(in_memory):
                 raise RuntimeError(f"{source} gave {len(steps)} batches, expected {len(in_memory)}")
@@ -96,6 +112,7 @@ def main() -> None:
         print(f"{source}_loop_s: {statistics.median(walls):.2f} (runs: {', '.join(f'{w:.2f}' for w in walls)})")
         print(f"{source}_thread_cpu_s: {statistics.median(cpus):.2f}")
         print(f"{source}_off_cpu_s: {statistics.median(w - c for w, c in runs[source]):.2f}")
+        print(f"{source}_first_batch_wait_s: {statistics.median(first_waits[source]):.2f}")
         if ref is not None and source != "list":
             print(f"list_vs_{source}_ratio: {ref / statistics.median(walls):.3f}")
     print(f"load_average_1min_at_end: {os.getloadavg()[0]:.1f}")

@@ -1,8 +1,10 @@
 """A black_box trial's training loop (shards streamed through Ray Data) vs a bare PyTorch loop.
 
-The trial is the real thing: ``Trainer.fit`` over a ``ShardStream`` for several epochs, with
+The trial is the real thing, built as ``wbvb.sweep`` builds it: a ``ShardStream`` whose BatchMaker
+actor starts before the student loads, then ``Trainer.fit`` over it for several epochs, with
 TensorBoard logging and an evaluation after each epoch; its loop time is fit's wall time minus
-the evaluations (the bare loop does none), so Ray Data's start before the first batch counts.
+the evaluations (the bare loop does none), so the wait for the first batch (Ray Data's start in
+the actor) counts.
 The bare loop trains the same quickstart student on the same batches, already in memory, with
 only forward, task + top-k KD loss, backward, clip and AdamW. Each loop runs ``--repeats`` times,
 alternating; the ratio is the median over rounds of bare / trial, the two run back to back in each
@@ -63,11 +65,12 @@ def trial_loop(cfg, prep, tok, dims, eval_examples, tb_dir) -> tuple[float, dict
     training thread's CPU seconds (also minus evaluations), metrics."""
     from wbvb.config import SIGNALS_BY_TYPE
     from wbvb.stream import ShardStream
-    from wbvb.trainer import Trainer
+    from wbvb.trainer import Trainer, micro_batch_size
 
+    stream = ShardStream(prep.data_dir, prep.manifest, SIGNALS_BY_TYPE["black_box"],
+                         micro_batch_size(cfg.training, "black_box"), cfg.sweep.data_cpus, cfg.sweep.stall_timeout_s)
+    stream.start(0, cfg.training.epochs, 0)  # as a fresh trial does: its BatchMaker starts while the student loads
     trainer = Trainer(cfg, "black_box", 0, prep.student_path, tok, dims, tb_dir=tb_dir)
-    stream = ShardStream(prep.data_dir, prep.manifest, SIGNALS_BY_TYPE["black_box"], trainer.micro_batch,
-                         cfg.sweep.data_cpus, cfg.sweep.stall_timeout_s)
     evaluate, eval_s, eval_cpu = trainer.evaluate, [], []
 
     def timed_evaluate(examples):

@@ -10,9 +10,10 @@ capped at ``BLOCK_BYTES``, the read-ahead at ``READ_AHEAD_BYTES``, the shard ord
 before reading (``randomize_block_order`` first reads every block into the object store), and
 the row shuffle is ours (Ray's local shuffle buffer held up to ~8x the rows it was asked for;
 ours lets a block go once its rows are drawn and never concatenates the buffer). Arrow batches
-decode straight into padded tensors (``teacher.codec.decode_batch``), with no per-row Python
+decode straight into padded arrays (``teacher.codec.decode_arrays``), with no per-row Python
 objects. Ray Data gets a CPU cap of its own and a no-progress timeout, so a starved pipeline
-fails loudly instead of hanging (DESIGN: deadlock).
+fails loudly instead of hanging (DESIGN: deadlock). All of this runs in a Ray actor beside the
+trial (``wbvb.batch_maker``), not in the trial's process: the trial takes ready batches.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from typing import Iterator, Optional
 from wbvb import storage
 from wbvb.prefetch import prefetch
 from wbvb.shuffle import RowCutter, batch_rng, shard_order, shuffled_batches
-from wbvb.teacher.codec import decode_batch
+from wbvb.teacher.codec import as_tensors, decode_arrays
 from wbvb.teacher.schema import columns_for, shard_paths
 
 
@@ -55,6 +56,8 @@ READ_AHEAD_BYTES = 32 << 20
 class ShardStream:
     """A batch source over a teacher store, reading only ``signals``' columns."""
 
+    runs_ahead = True  # made ahead in another process: a reader thread in the trial would only compete for its GIL
+
     def __init__(self, data_dir: Path | str, manifest: dict, signals, batch_size: int,
                  data_cpus: float = 0.5, stall_timeout_s: float = 300.0):
         shards = shard_paths(data_dir, manifest)  # local paths or URIs (s3://, gs://, ...)
@@ -69,6 +72,24 @@ class ShardStream:
         self.pad_id = manifest["pad_token_id"]
         self.data_cpus = data_cpus
         self.stall_timeout_s = stall_timeout_s
+        self._maker = None  # the BatchMaker actor started ahead of ``batches`` (``start``)
+        self._made = None  # (the epochs it was asked for at start, its refs)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_maker": None, "_made": None}  # the actor gets the stream, not itself
+
+    def start(self, first_epoch: Optional[int] = None, end_epoch: int = 0, seed: int = 0, skip: int = 0) -> None:
+        """Start the actor that makes the batches now (its process and imports take about a second:
+        call this before loading models). With ``first_epoch`` (a trial that is not resuming knows
+        its epochs and seed), it starts making those batches too, and ``batches`` asked for the same
+        takes them: the first ones are ready when training begins."""
+        from wbvb.batch_maker import request, start_maker
+
+        if self._maker is None:
+            self._maker = start_maker(self)
+        if first_epoch is not None and self._made is None:
+            self._made = ((first_epoch, end_epoch, seed, skip),
+                          request(self._maker, first_epoch, end_epoch, seed, skip))
 
     def dataset(self, order: Optional[list[int]] = None):
         """The shards (all, or those at ``order``'s indices, in that order) as a lazy Ray Dataset."""
@@ -83,12 +104,32 @@ class ShardStream:
         return ray.data.read_datasource(source, num_cpus=min(0.25, self.data_cpus), override_num_blocks=len(order))
 
     def batches(self, first_epoch: int, end_epoch: int, seed: int, skip: int = 0) -> Iterator[tuple[int, dict]]:
-        """(epoch, batch) for epochs [first_epoch, end_epoch), the epochs read back to back.
+        """(epoch, batch) for epochs [first_epoch, end_epoch), made in the BatchMaker actor
+        (``local_batches``' work, in a process of its own); the actor ends with this generator.
+        ``skip``: micro-batches of ``first_epoch`` already trained (a mid-epoch resume)."""
+        import ray
+
+        from wbvb.batch_maker import remote_batches, request, start_maker
+
+        self.start()
+        maker, made, self._maker, self._made = self._maker, self._made, None, None
+        asked = (first_epoch, end_epoch, seed, skip)
+        if made is not None and made[0] != asked:  # started on other epochs: a fresh actor for these
+            ray.kill(maker)
+            maker, made = start_maker(self), None
+        return remote_batches(maker, made[1] if made else request(maker, *asked))
+
+    def local_batches(self, first_epoch: int, end_epoch: int, seed: int, skip: int = 0) -> Iterator[tuple[int, dict]]:
+        """``batches``, made in this process."""
+        for epoch, arrays in self.local_arrays(first_epoch, end_epoch, seed, skip):
+            yield epoch, as_tensors(arrays)
+
+    def local_arrays(self, first_epoch: int, end_epoch: int, seed: int, skip: int = 0) -> Iterator[tuple[int, dict]]:
+        """``local_batches`` as NumPy arrays (what the actor runs: it never imports torch).
 
         A thread reads Arrow blocks ahead of the batches (up to ``READ_AHEAD_BYTES``), across
-        epoch ends, so the next epoch's first batches are ready while this one ends. ``skip``:
-        micro-batches of ``first_epoch`` already trained (a mid-epoch resume): drawn as before,
-        not decoded.
+        epoch ends, so the next epoch's first batches are ready while this one ends. ``skip``
+        batches are drawn as before, not decoded.
         """
         rows = RowCutter(prefetch(self._tables(first_epoch, end_epoch, seed), size=lambda t: t.nbytes,
                                   max_size=READ_AHEAD_BYTES))
@@ -97,7 +138,7 @@ class ShardStream:
                                      batch_rng(seed, epoch), skip if epoch == first_epoch else 0)
             for table in drawn:
                 if table is not None:
-                    yield epoch, decode_batch(table, self.manifest, self.pad_id)
+                    yield epoch, decode_arrays(table, self.manifest, self.pad_id)
 
     def _tables(self, first_epoch: int, end_epoch: int, seed: int) -> Iterator:
         """Arrow blocks of the epochs back to back, each epoch's shards in its seeded order: one Ray

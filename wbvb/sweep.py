@@ -36,7 +36,7 @@ def run_trial(config: dict, cfg_dict: dict, data_dir: str, student_path: str) ->
     from wbvb.stream import ShardStream
     from wbvb.tasks import load_all
     from wbvb.teacher.schema import read_manifest
-    from wbvb.trainer import TeacherDims, Trainer
+    from wbvb.trainer import TeacherDims, Trainer, micro_batch_size
 
     _quiet_libraries()
     cfg = config_from_dict(cfg_dict)
@@ -44,21 +44,24 @@ def run_trial(config: dict, cfg_dict: dict, data_dir: str, student_path: str) ->
     torch.set_num_threads(max(1, int(trial_resources(cfg, distill_type)["CPU"])))
     data_dir = location(data_dir)  # a local folder or a URI (s3://, gs://): trials read one shared copy
     manifest = read_manifest(data_dir)
+    micro_batch = micro_batch_size(cfg.training, distill_type)
+    if distill_type != "seq_kd":  # teacher signals from the shards
+        source = ShardStream(data_dir, manifest, SIGNALS_BY_TYPE[distill_type], micro_batch,
+                             cfg.sweep.data_cpus, cfg.sweep.stall_timeout_s)
+        fresh = tune.get_checkpoint() is None  # a fresh trial's batches can be made right away
+        source.start(*((0, cfg.training.epochs, seed) if fresh else ()))  # while this process loads the models
     tok = load_tokenizer(student_path)
     dims = TeacherDims.from_manifest(manifest)
     name = trial_name(distill_type, seed)
     # Object-store runs: TensorBoard goes in the trial's working dir, which Tune uploads beside its results.
     tb_dir = Path.cwd() / "tensorboard" if is_uri(cfg.output.dir) else cfg.run_dir / "tensorboard" / name
-    trainer = Trainer(cfg, distill_type, seed, student_path, tok, dims, tb_dir=str(tb_dir))
     if distill_type == "seq_kd":  # prompt + the teacher's generated answer, in memory
         from wbvb.batches import ExampleSource
         from wbvb.teacher.answers import seq_kd_examples
 
         source = ExampleSource(seq_kd_examples(load_all(cfg.tasks, "train"), data_dir), tok,
-                               cfg.training.max_length, trainer.micro_batch)
-    else:
-        source = ShardStream(data_dir, manifest, SIGNALS_BY_TYPE[distill_type], trainer.micro_batch,
-                             cfg.sweep.data_cpus, cfg.sweep.stall_timeout_s)
+                               cfg.training.max_length, micro_batch)
+    trainer = Trainer(cfg, distill_type, seed, student_path, tok, dims, tb_dir=str(tb_dir))
     eval_examples = load_all(cfg.tasks, "eval")
 
     # The console table shows the first metrics reported: put epoch and accuracies first.

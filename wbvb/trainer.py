@@ -31,7 +31,8 @@ from wbvb.mapping import head_map, layer_pairs, missing_layers, stored_index
 
 class BatchSource(Protocol):
     """Batches of epochs [first_epoch, end_epoch) in an order fixed by (seed, epoch), as (epoch, batch);
-    ``skip`` micro-batches of the first epoch are left out (a mid-epoch resume)."""
+    ``skip`` micro-batches of the first epoch are left out (a mid-epoch resume). A source whose
+    ``runs_ahead`` is true makes its batches ahead in another process; any other gets a reader thread."""
 
     num_rows: int
 
@@ -455,7 +456,8 @@ class Trainer:
             self.load_checkpoint(resume_from)
         history = []
         # One stream for all epochs: the next epoch's batches load while this one ends and evaluates.
-        stream = prefetch(source.batches(self.start_epoch, self.epochs, self.seed, self.start_micro), depth=2)
+        stream = source.batches(self.start_epoch, self.epochs, self.seed, self.start_micro)
+        stream = iter(stream) if getattr(source, "runs_ahead", False) else prefetch(stream, depth=2)
         try:
             for epoch in range(self.start_epoch, self.epochs):
                 metrics = self._train_epoch(stream, epoch, on_checkpoint)
@@ -472,7 +474,8 @@ class Trainer:
                 if on_epoch_end is not None:
                     on_epoch_end(metrics, epoch)
         finally:
-            stream.close()
+            if hasattr(stream, "close"):
+                stream.close()
         if self.writer:
             if history:
                 self._log_hparams(history[-1])

@@ -7,15 +7,20 @@ dense vocabulary. Attention keeps only what a causal model can have (the lower t
 <= query) and, with ``attention_rows: answer``, only the query rows where a loss is computed.
 Top-k ids are bit-packed to the vocabulary's width; log-probs, hidden states and attention may
 take the compact codes of ``compress`` (chosen per signal in ``teacher_data``, named in the
-manifest's ``columns``).
+manifest's ``columns``). Decoding is NumPy only (``decode_arrays``; torch is imported where a
+tensor is made), so a process that only decodes, a trial's BatchMaker, starts without torch.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pyarrow as pa
-import torch
 
 from wbvb.teacher import compress
+
+if TYPE_CHECKING:
+    import torch
 
 # on-disk element types; bfloat16 travels as its uint16 bit pattern
 NP_DTYPES = {"float16": np.float16, "float32": np.float32, "bfloat16": np.uint16, "int8": np.int8,
@@ -41,6 +46,8 @@ def tri_count(n: int) -> int:
 
 def to_numpy(t: torch.Tensor, dtype: str) -> np.ndarray:
     """A tensor in a storage dtype as a numpy array (bfloat16 as its bit pattern)."""
+    import torch
+
     if dtype == "bfloat16":
         return t.to(torch.bfloat16).contiguous().view(torch.uint16).numpy()
     return t.to(getattr(torch, dtype)).contiguous().numpy()
@@ -130,13 +137,38 @@ def _row_values(offsets, data, i: int, dtype: str, count: int, column: str) -> n
     return _row_parts(offsets, data, i, [(dtype, count)], column)[0]
 
 
-def _as_torch(arr: np.ndarray, dtype: str) -> torch.Tensor:
-    t = torch.from_numpy(arr)
-    return t.view(torch.bfloat16) if dtype == "bfloat16" else t
+BFLOAT16 = "_bfloat16"  # key of a decoded batch listing its arrays that hold bfloat16 bit patterns (uint16)
+
+
+def as_tensors(arrays: dict) -> dict:
+    """A decoded batch's arrays as torch tensors sharing their memory (bfloat16 viewed as such).
+    Arrays out of Ray's object store are read-only and stay so: nothing in a trial writes into a batch."""
+    import warnings
+
+    import torch
+
+    bf16 = set(arrays.get(BFLOAT16, ()))
+    out = {}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        for key, value in arrays.items():
+            if key == BFLOAT16:
+                continue
+            if isinstance(value, np.ndarray):
+                value = torch.from_numpy(value)
+                if key in bf16:
+                    value = value.view(torch.bfloat16)
+            out[key] = value
+    return out
 
 
 def decode_batch(table: pa.Table, manifest: dict, pad_id: int) -> dict:
-    """Arrow rows -> the padded batch a trial consumes (see ``batches.collate`` for the keys).
+    """Arrow rows -> the padded batch a trial consumes, as tensors (see ``batches.collate`` for the keys)."""
+    return as_tensors(decode_arrays(table, manifest, pad_id))
+
+
+def decode_arrays(table: pa.Table, manifest: dict, pad_id: int) -> dict:
+    """Arrow rows -> the padded batch as NumPy arrays (``as_tensors`` makes it tensors).
 
     Signals are decoded only for the columns present, so column projection carries through.
     """
@@ -155,8 +187,8 @@ def decode_batch(table: pa.Table, manifest: dict, pad_id: int) -> dict:
         i = int(np.flatnonzero(np.diff(id_off) != seq)[0])
         raise BadValues(i, "input_ids", f"holds {id_off[i + 1] - id_off[i]} ids, expected seq_len = {seq[i]}")
     input_ids[attention_mask] = flat_ids[id_off[0]: id_off[-1]]  # rows are consecutive in the ids buffer
-    batch = {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(attention_mask.astype(np.int64)),
-             "answer_mask": torch.from_numpy(answer_mask), "example_ids": table.column("example_id").to_pylist()}
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask.astype(np.int64), "answer_mask": answer_mask,
+             "example_ids": table.column("example_id").to_pylist()}
     names = table.column_names
     if "topk_ids" in names:
         batch["topk_ids"] = _decode_ids(table, lay, seq)
@@ -167,7 +199,9 @@ def decode_batch(table: pa.Table, manifest: dict, pad_id: int) -> dict:
     if "attention" in names:
         batch["attention"], row_mask = _decode_attention(table, manifest, seq, prompt)
         if lay["attention_rows"] == "answer":
-            batch["attention_row_mask"] = torch.from_numpy(row_mask)
+            batch["attention_row_mask"] = row_mask
+    stored = {"topk_logprobs": lay["logprobs"], "hidden": lay["hidden"], "attention": lay["attention"]}
+    batch[BFLOAT16] = [k for k, dt in stored.items() if dt == "bfloat16" and k in batch and batch[k].dtype == np.uint16]
     return batch
 
 
@@ -188,7 +222,7 @@ def _positions(seq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.nonzero(np.arange(int(seq.max()))[None, :] < seq[:, None])
 
 
-def _decode_ids(table: pa.Table, lay: dict, seq: np.ndarray) -> torch.Tensor:
+def _decode_ids(table: pa.Table, lay: dict, seq: np.ndarray) -> np.ndarray:
     """Bit-packed ids of all rows in one vectorised read (each row's bit stream starts on a byte)."""
     k, bits = lay["k"], lay["id_bits"]
     out = np.zeros((len(seq), int(seq.max()), k), dtype=np.int32)
@@ -197,10 +231,10 @@ def _decode_ids(table: pa.Table, lay: dict, seq: np.ndarray) -> torch.Tensor:
     rows, pos = _positions(seq)
     start = (off[rows] * 8)[:, None] + (pos[:, None] * k + np.arange(k)[None, :]) * bits
     out[rows, pos] = compress.unpack_bits_at(data, start, bits)
-    return torch.from_numpy(out)
+    return out
 
 
-def _decode_logprobs(table: pa.Table, lay: dict, seq: np.ndarray) -> torch.Tensor:
+def _decode_logprobs(table: pa.Table, lay: dict, seq: np.ndarray) -> np.ndarray:
     """All rows at once: stored values are consecutive rows of [seq_len, k] (gaps8: per row, the
     head [n] float32, the largest gap [n] float32, then the codes [n, k-1] uint8)."""
     k, dt = lay["k"], lay["logprobs"]
@@ -216,11 +250,11 @@ def _decode_logprobs(table: pa.Table, lay: dict, seq: np.ndarray) -> torch.Tenso
         gmax = _gather(data, base + 4 * (n + pos), 4).view(np.float32).ravel()
         codes = _gather(data, base + 8 * n + pos * (k - 1), k - 1)
         out[rows, pos] = compress.decode_logprob_gaps(head, gmax, codes)
-        return torch.from_numpy(out)
+        return out
     width = np.dtype(NP_DTYPES[dt]).itemsize
     off, data = _sized_rows(table, "topk_logprobs", seq * k * width, lambda i: f"{seq[i] * k} {dt} values")
     out[rows, pos] = data[off[0]: off[-1]].view(NP_DTYPES[dt]).reshape(-1, k)
-    return _as_torch(out, dt)
+    return out
 
 
 def _gather(data: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
@@ -228,7 +262,7 @@ def _gather(data: np.ndarray, starts: np.ndarray, width: int) -> np.ndarray:
     return data[starts[:, None] + np.arange(width)[None, :]]
 
 
-def _decode_hidden(table: pa.Table, manifest: dict, seq: np.ndarray) -> torch.Tensor:
+def _decode_hidden(table: pa.Table, manifest: dict, seq: np.ndarray) -> np.ndarray:
     c, s = manifest["columns"]["hidden"], manifest["strides"]["hidden"]
     nl, d, dt = len(c["layers"]), c["dim"], c["dtype"]
     m = c.get("outliers", 0)
@@ -249,7 +283,7 @@ def _decode_hidden(table: pa.Table, manifest: dict, seq: np.ndarray) -> torch.Te
                                                          vals.reshape(nl, n[i], m))
         else:
             out[i, :, : n[i]] = v
-    return torch.from_numpy(out) if quant else _as_torch(out, dt)
+    return out
 
 
 def _decode_attention(table: pa.Table, manifest: dict, seq: np.ndarray, prompt: np.ndarray):
@@ -273,5 +307,4 @@ def _decode_attention(table: pa.Table, manifest: dict, seq: np.ndarray, prompt: 
             v = _row_values(off, data, i, dt, count, "attention")
         out[i][:, tr[sel], tc[sel]] = v.reshape(nl * h, -1)
         row_mask[i, first: n[i]] = True
-    t = torch.from_numpy(out) if bits else _as_torch(out, dt)
-    return t.view(len(seq), nl, h, N, N), row_mask
+    return out.reshape(len(seq), nl, h, N, N), row_mask

@@ -16,8 +16,12 @@ Why each code is safe (the fidelity tests hold them to 1e-3 relative on every lo
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 TAU = 12.0  # log-prob gap companding scale, nats (4 and 8 kept KD 3-10x further from fp32 at 8 bits)
 GAP_LEVELS = 255
