@@ -111,4 +111,5 @@ def remote_batches(maker, refs) -> Iterator[tuple[int, dict]]:
             for epoch, arrays in group:
                 yield epoch, as_tensors(arrays)
     finally:
-        ray.kill(maker)
+        if ray.is_initialized():  # not when this generator is collected after Ray's shutdown
+            ray.kill(maker)
