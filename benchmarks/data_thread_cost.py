@@ -17,7 +17,8 @@ sources alternating within each round:
 
 Per source: loop seconds (median over rounds, and each round), the training thread's CPU seconds,
 the wall time it spent off a CPU (loop − CPU: waiting for the GIL or for a batch, or descheduled),
-the part of it spent waiting for the first batch, and the ratio list / source. On a quiet machine a source that costs nothing has a ratio near 1.
+the part of it spent waiting for the first batch, and the ratio list / source. On a quiet machine
+a source that costs nothing has a ratio near 1.
 
 python benchmarks/data_thread_cost.py [--rows-per-task 2000] [--epochs 3] [--rounds 3] [--sources list,decode,...]
 """

@@ -68,7 +68,7 @@ def _remote_class():
 
 def start_maker(stream):
     """A BatchMaker actor for ``stream`` on this node, starting now (its process and imports take
-    a second or two: start it before loading models and it is ready when training begins)."""
+    about a second: start it before loading models and it is ready when training begins)."""
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
