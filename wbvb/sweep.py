@@ -45,12 +45,13 @@ def run_trial(config: dict, cfg_dict: dict, data_dir: str, student_path: str) ->
     data_dir = location(data_dir)  # a local folder or a URI (s3://, gs://): trials read one shared copy
     manifest = read_manifest(data_dir)
     micro_batch = micro_batch_size(cfg.training, distill_type)
+    ckpt = tune.get_checkpoint()  # a restarted trial's last checkpoint, or None
     if distill_type != "seq_kd":  # teacher signals from the shards
         source = ShardStream(data_dir, manifest, SIGNALS_BY_TYPE[distill_type], micro_batch,
                              cfg.sweep.data_cpus, cfg.sweep.stall_timeout_s)
         # its batch-making process starts now, while this one loads the models; a fresh trial knows
         # its epochs, so their first batches are made meanwhile too
-        if tune.get_checkpoint() is None:
+        if ckpt is None:
             source.start(0, cfg.training.epochs, seed)
         else:
             source.start()
@@ -90,7 +91,6 @@ def run_trial(config: dict, cfg_dict: dict, data_dir: str, student_path: str) ->
             trainer.save_checkpoint(Path(d))
             tune.report(progress | {"node_id": node_id}, checkpoint=tune.Checkpoint.from_directory(d))
 
-    ckpt = tune.get_checkpoint()
     if ckpt is None:
         trainer.fit(source, eval_examples, on_epoch_end=on_epoch_end, on_checkpoint=on_checkpoint)
         return
