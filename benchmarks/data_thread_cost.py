@@ -11,9 +11,9 @@ sources alternating within each round:
 - ``decode_unused``: the same work in that thread, but the loop trains on the in-memory batches
   (the cost of doing the work, apart from the batches it makes);
 - ``stream``: the ShardStream as a trial reads it: Ray Data, shuffle + decode and read-ahead in
-  its BatchMaker actor (another process), the loop taking ready batches from the object store;
+  its batch-making task (another process), the loop taking ready batches from the object store;
 - ``stream_in_process``: the same pipeline in this process (``local_batches``) behind the
-  read-ahead thread, as trials ran it before the actor.
+  read-ahead thread, as trials ran it before the batch-making process.
 
 Per source: loop seconds (median over rounds, and each round), the training thread's CPU seconds,
 the wall time it spent off a CPU (loop − CPU: waiting for the GIL or for a batch, or descheduled),
@@ -79,7 +79,7 @@ def main() -> None:
             return prefetch(decoded(), depth=2)
         if source == "decode_unused":
             return (b for _, b in zip(prefetch(decoded(), depth=2), in_memory))
-        if source == "stream":  # the actor starts here, while the loop's student loads (as in a trial)
+        if source == "stream":  # the batch-making task starts here
             return (b for _, b in stream.batches(0, args.epochs, 0))
         return (b for _, b in prefetch(stream.local_batches(0, args.epochs, 0), depth=2))
 

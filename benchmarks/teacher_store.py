@@ -152,7 +152,7 @@ threading.Thread(target=sample, daemon=True).start()
 ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
 d = Path(sys.argv[1]); m = json.loads((d / "manifest.json").read_text())
 s = ShardStream(d, m, ["topk", "hidden", "attention"], 16, data_cpus=1.0, stall_timeout_s=120)
-n = sum(b["input_ids"].shape[0] for _, b in s.local_batches(0, 1, 0))  # what a trial's BatchMaker runs
+n = sum(b["input_ids"].shape[0] for _, b in s.local_batches(0, 1, 0))  # what a trial's batch-making task runs
 assert n == m["num_rows"], n
 done[0] = True
 print(json.dumps({"private": peak_anon[0], "total": status("VmHWM:")}))
@@ -162,7 +162,7 @@ print(json.dumps({"private": peak_anon[0], "total": status("VmHWM:")}))
 def stream_peak_rss(store: Path) -> dict:
     """Stream a store through ShardStream (Ray Data, all signals) in a fresh process; its peak memory, MiB.
 
-    The pipeline runs in this process (``local_batches``), as it does in a trial's BatchMaker actor,
+    The pipeline runs in this process (``local_batches``), as it does in a trial's batch-making task,
     so what it holds is measured here.
 
     ``private``: peak anonymous RSS, sampled every 10 ms (what the trial itself holds). ``total``:

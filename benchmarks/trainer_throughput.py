@@ -1,10 +1,10 @@
 """A black_box trial's training loop (shards streamed through Ray Data) vs a bare PyTorch loop.
 
-The trial is the real thing, built as ``wbvb.sweep`` builds it: a ``ShardStream`` whose BatchMaker
-actor starts before the student loads, then ``Trainer.fit`` over it for several epochs, with
+The trial is the real thing, built as ``wbvb.sweep`` builds it: a ``ShardStream`` whose batch-making
+task starts before the student loads, then ``Trainer.fit`` over it for several epochs, with
 TensorBoard logging and an evaluation after each epoch; its loop time is fit's wall time minus
 the evaluations (the bare loop does none), so the wait for the first batch (Ray Data's start in
-the actor) counts.
+the batch-making task) counts.
 The bare loop trains the same quickstart student on the same batches, already in memory, with
 only forward, task + top-k KD loss, backward, clip and AdamW. Each loop runs ``--repeats`` times,
 alternating; the ratio is the median over rounds of bare / trial, the two run back to back in each
@@ -69,7 +69,7 @@ def trial_loop(cfg, prep, tok, dims, eval_examples, tb_dir) -> tuple[float, dict
 
     stream = ShardStream(prep.data_dir, prep.manifest, SIGNALS_BY_TYPE["black_box"],
                          micro_batch_size(cfg.training, "black_box"), cfg.sweep.data_cpus, cfg.sweep.stall_timeout_s)
-    stream.start(0, cfg.training.epochs, 0)  # as a fresh trial does: its BatchMaker starts while the student loads
+    stream.start(0, cfg.training.epochs, 0)  # as a fresh trial does: its batches are made while the student loads
     trainer = Trainer(cfg, "black_box", 0, prep.student_path, tok, dims, tb_dir=tb_dir)
     evaluate, eval_s, eval_cpu = trainer.evaluate, [], []
 

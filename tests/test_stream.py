@@ -61,9 +61,9 @@ def test_epochs_read_every_row_once_in_a_seeded_order(small_store, ray_local):
     assert shards_seen != sorted(shards_seen)  # shards are not read in storage order
 
 
-def test_the_actor_makes_the_batches_this_process_would(tmp_path, ray_local):
-    """The batches a trial takes from the BatchMaker are the in-process pipeline's, bit for bit
-    (bfloat16 included), in the same order, with a mid-epoch resume's skip."""
+def test_the_task_makes_the_batches_this_process_would(tmp_path, ray_local):
+    """The batches a trial takes from the batch-making task are the in-process pipeline's, bit for
+    bit (bfloat16 included), in the same order, with a mid-epoch resume's skip."""
     from wbvb.stream import ShardStream
 
     stream = ShardStream(*_store(tmp_path, dtype="bfloat16"), ["topk", "hidden", "attention"], batch_size=4)
@@ -73,7 +73,7 @@ def test_the_actor_makes_the_batches_this_process_would(tmp_path, ray_local):
     asked_late = list(stream.batches(0, 2, seed=3, skip=2))
     stream.start(0, 2, 3, 2)  # a fresh trial: the batches are made before the trial asks for them
     asked_at_start = list(stream.batches(0, 2, seed=3, skip=2))
-    stream.start(0, 1, 3, 0)  # started on epochs the trial then does not ask for: a fresh actor makes the right ones
+    stream.start(0, 1, 3, 0)  # started on epochs the trial then does not ask for: the right ones are made
     asked_otherwise = list(stream.batches(0, 2, seed=3, skip=2))
     for made in (asked_late, asked_at_start, asked_otherwise):
         assert [e for e, _ in made] == [e for e, _ in here]
@@ -83,20 +83,50 @@ def test_the_actor_makes_the_batches_this_process_would(tmp_path, ray_local):
                 assert a[key] == b[key] if key == "example_ids" else torch.equal(a[key], b[key]), key
 
 
-def test_the_actor_ends_with_the_stream(small_store, ray_local):
-    from ray.exceptions import RayActorError
+def test_the_task_is_cancelled_when_the_stream_closes_early(small_store, ray_local):
+    from ray.exceptions import TaskCancelledError
 
     from wbvb.stream import ShardStream
 
     stream = ShardStream(*small_store, ["topk"], batch_size=4)
-    stream.start()  # as a trial does before loading its models
-    maker = stream._maker
-    assert ray_local.get(maker.ready.remote(), timeout=60)
-    batches = stream.batches(0, 1, seed=0)
-    next(batches)
+    stream.start(0, 3, 0)  # as a fresh trial does before loading its models
+    refs = stream._made[1]
+    batches = stream.batches(0, 3, seed=0)
+    next(batches)  # 24 batches to make, at most 2 groups ahead: the task is still running
     batches.close()  # a trial that stops early
-    with pytest.raises(RayActorError):
-        ray_local.get(maker.ready.remote(), timeout=60)
+    with pytest.raises(TaskCancelledError):
+        ray_local.get(refs.completed(), timeout=60)
+
+
+def test_the_task_dies_with_its_trial(ray_local):
+    """A trial's process that dies (Tune stops it, it crashes) takes its batch-making task along."""
+    import os
+    import time
+
+    from wbvb.batch_maker import remote_batches, request
+
+    class Stream:  # endless batches that say which process made them
+        def local_arrays(self, *args):
+            while True:
+                yield 0, {"pid": np.array([os.getpid()])}
+
+    @ray_local.remote(num_cpus=0)
+    class Trial:
+        def first_batch_pid(self):
+            self.batches = remote_batches(request(Stream(), 0, 1, 0))
+            return int(next(self.batches)[1]["pid"][0])
+
+    trial = Trial.remote()
+    pid = ray_local.get(trial.first_batch_pid.remote(), timeout=60)
+    ray_local.kill(trial)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    pytest.fail(f"the batch-making worker {pid} outlived its trial by 60 s")
 
 
 def test_an_error_while_making_batches_reaches_the_trial_as_itself(small_store, ray_local):
@@ -121,21 +151,22 @@ def test_decoded_arrays_become_tensors_sharing_their_memory():
 
 
 def test_the_batch_maker_groups_small_batches_and_sends_large_ones_alone():
-    from wbvb.batch_maker import BatchMaker
+    from wbvb.batch_maker import make_groups
 
     class Stream:  # batches of 1, 1, 1, 1, 1, 1, 1, 5, 1, 1 KiB (int8 arrays), 5 an epoch
         def local_arrays(self, *args):
             for i, kib in enumerate([1] * 7 + [5, 1, 1]):
                 yield i // 5, {"x": np.zeros(kib << 10, np.int8), "example_ids": [i]}
 
-    groups = list(BatchMaker(Stream()).batches(0, 2, 0, 0, group_bytes=3 << 10))
+    groups = list(make_groups(Stream(), 0, 2, 0, 0, group_bytes=3 << 10))
     # 1 batch first, then up to twice the bytes of the group before, up to 3 KiB; 5 KiB goes alone
     assert [[b["example_ids"][0] for _, b in g] for g in groups] == [[0], [1, 2], [3, 4, 5], [6], [7], [8, 9]]
     assert [e for g in groups for e, _ in g] == [0] * 5 + [1] * 5
 
 
-def test_the_batch_maker_process_never_imports_torch():
-    """It starts in about a second instead of two: torch's import is most of a process start."""
+def test_the_batch_making_task_never_imports_torch():
+    """A pooled worker new to it is ready in about a second instead of two: torch's import is most
+    of that."""
     import subprocess
     import sys
 

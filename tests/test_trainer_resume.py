@@ -130,7 +130,7 @@ def test_black_box_resumed_mid_epoch_from_shards_ends_like_an_uninterrupted_run(
         interrupt(make_trainer, make_source, ev, tmp_path / "ckpt", stop_at=1)  # 4 micro-batches into epoch 1
         second, rest, _ = resume(make_trainer, make_source, ev, tmp_path / "ckpt")
         # the restart decodes only epoch 1's remaining 5 micro-batches, then epoch 2 (counted in this
-        # process: the pipeline its BatchMaker actor ran, with the same skip)
+        # process: the pipeline its batch-making task ran, with the same skip)
         decoded = []
         decode = wbvb.stream.decode_arrays
         monkeypatch.setattr(wbvb.stream, "decode_arrays", lambda *a: decoded.append(1) or decode(*a))

@@ -12,7 +12,7 @@ the row shuffle is ours (Ray's local shuffle buffer held up to ~8x the rows it w
 ours lets a block go once its rows are drawn and never concatenates the buffer). Arrow batches
 decode straight into padded arrays (``teacher.codec.decode_arrays``), with no per-row Python
 objects. Ray Data gets a CPU cap of its own and a no-progress timeout, so a starved pipeline
-fails loudly instead of hanging (DESIGN: deadlock). All of this runs in a Ray actor beside the
+fails loudly instead of hanging (DESIGN: deadlock). All of this runs in a Ray task beside the
 trial (``wbvb.batch_maker``), not in the trial's process: the trial takes ready batches.
 """
 from __future__ import annotations
@@ -72,24 +72,19 @@ class ShardStream:
         self.pad_id = manifest["pad_token_id"]
         self.data_cpus = data_cpus
         self.stall_timeout_s = stall_timeout_s
-        self._maker = None  # the BatchMaker actor started ahead of ``batches`` (``start``)
-        self._made = None  # (the epochs it was asked for at start, its refs)
+        self._made = None  # (the epochs asked for at ``start``, the batch-making task's refs)
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_maker": None, "_made": None}  # the actor gets the stream, not itself
+        return {**self.__dict__, "_made": None}  # the task gets the stream, not its own refs
 
-    def start(self, first_epoch: Optional[int] = None, end_epoch: int = 0, seed: int = 0, skip: int = 0) -> None:
-        """Start the actor that makes the batches now (its process and imports take about a second:
-        call this before loading models). With ``first_epoch`` (a trial that is not resuming knows
-        its epochs and seed), it starts making those batches too, and ``batches`` asked for the same
-        takes them: the first ones are ready when training begins."""
-        from wbvb.batch_maker import request, start_maker
+    def start(self, first_epoch: int, end_epoch: int, seed: int, skip: int = 0) -> None:
+        """Start making the batches of epochs [first_epoch, end_epoch) now (call this before loading
+        models): ``batches`` asked for the same takes them, and the first ones are ready when
+        training begins."""
+        from wbvb.batch_maker import request
 
-        if self._maker is None:
-            self._maker = start_maker(self)
-        if first_epoch is not None and self._made is None:
-            self._made = ((first_epoch, end_epoch, seed, skip),
-                          request(self._maker, first_epoch, end_epoch, seed, skip))
+        if self._made is None:
+            self._made = ((first_epoch, end_epoch, seed, skip), request(self, first_epoch, end_epoch, seed, skip))
 
     def dataset(self, order: Optional[list[int]] = None):
         """The shards (all, or those at ``order``'s indices, in that order) as a lazy Ray Dataset."""
@@ -104,20 +99,20 @@ class ShardStream:
         return ray.data.read_datasource(source, num_cpus=min(0.25, self.data_cpus), override_num_blocks=len(order))
 
     def batches(self, first_epoch: int, end_epoch: int, seed: int, skip: int = 0) -> Iterator[tuple[int, dict]]:
-        """(epoch, batch) for epochs [first_epoch, end_epoch), made in the BatchMaker actor
-        (``local_batches``' work, in a process of its own); the actor ends with this generator.
+        """(epoch, batch) for epochs [first_epoch, end_epoch), made by a Ray task on this node
+        (``local_batches``' work, in another process); closing this generator cancels the task.
         ``skip``: micro-batches of ``first_epoch`` already trained (a mid-epoch resume)."""
         import ray
 
-        from wbvb.batch_maker import remote_batches, request, start_maker
+        from wbvb.batch_maker import remote_batches, request
 
-        self.start()
-        maker, made, self._maker, self._made = self._maker, self._made, None, None
+        made, self._made = self._made, None
         asked = (first_epoch, end_epoch, seed, skip)
-        if made is not None and made[0] != asked:  # started on other epochs: a fresh actor for these
-            ray.kill(maker)
-            maker, made = start_maker(self), None
-        return remote_batches(maker, made[1] if made else request(maker, *asked))
+        if made is not None and made[0] == asked:
+            return remote_batches(made[1])
+        if made is not None:  # started on other epochs: not these
+            ray.cancel(made[1])
+        return remote_batches(request(self, *asked))
 
     def local_batches(self, first_epoch: int, end_epoch: int, seed: int, skip: int = 0) -> Iterator[tuple[int, dict]]:
         """``batches``, made in this process."""
@@ -125,7 +120,7 @@ class ShardStream:
             yield epoch, as_tensors(arrays)
 
     def local_arrays(self, first_epoch: int, end_epoch: int, seed: int, skip: int = 0) -> Iterator[tuple[int, dict]]:
-        """``local_batches`` as NumPy arrays (what the actor runs: it never imports torch).
+        """``local_batches`` as NumPy arrays (what the batch-making task runs: it never imports torch).
 
         A thread reads Arrow blocks ahead of the batches (up to ``READ_AHEAD_BYTES``), across
         epoch ends, so the next epoch's first batches are ready while this one ends. ``skip``

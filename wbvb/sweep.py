@@ -49,12 +49,8 @@ def run_trial(config: dict, cfg_dict: dict, data_dir: str, student_path: str) ->
     if distill_type != "seq_kd":  # teacher signals from the shards
         source = ShardStream(data_dir, manifest, SIGNALS_BY_TYPE[distill_type], micro_batch,
                              cfg.sweep.data_cpus, cfg.sweep.stall_timeout_s)
-        # its batch-making process starts now, while this one loads the models; a fresh trial knows
-        # its epochs, so their first batches are made meanwhile too
-        if ckpt is None:
+        if ckpt is None:  # a fresh trial knows its epochs: their first batches are made while it loads the models
             source.start(0, cfg.training.epochs, seed)
-        else:
-            source.start()
     tok = load_tokenizer(student_path)
     dims = TeacherDims.from_manifest(manifest)
     name = trial_name(distill_type, seed)

@@ -8,7 +8,7 @@ dense vocabulary. Attention keeps only what a causal model can have (the lower t
 Top-k ids are bit-packed to the vocabulary's width; log-probs, hidden states and attention may
 take the compact codes of ``compress`` (chosen per signal in ``teacher_data``, named in the
 manifest's ``columns``). Decoding is NumPy only (``decode_arrays``; torch is imported where a
-tensor is made), so a process that only decodes, a trial's BatchMaker, starts without torch.
+tensor is made), so a process that only decodes (a trial's batch-making task) starts without torch.
 """
 from __future__ import annotations
 
