@@ -83,7 +83,7 @@ def test_the_task_makes_the_batches_this_process_would(tmp_path, ray_local):
                 assert a[key] == b[key] if key == "example_ids" else torch.equal(a[key], b[key]), key
 
 
-def test_the_task_is_cancelled_when_the_stream_closes_early(small_store, ray_local):
+def test_the_task_is_cancelled_when_the_stream_closes_early_and_ends_by_itself_otherwise(small_store, ray_local):
     from ray.exceptions import TaskCancelledError
 
     from wbvb.stream import ShardStream
@@ -96,6 +96,10 @@ def test_the_task_is_cancelled_when_the_stream_closes_early(small_store, ray_loc
     batches.close()  # a trial that stops early
     with pytest.raises(TaskCancelledError):
         ray_local.get(refs.completed(), timeout=60)
+    stream.start(0, 1, 0)
+    refs = stream._made[1]
+    assert len(list(stream.batches(0, 1, seed=0))) == 8
+    ray_local.get(refs.completed(), timeout=60)  # read to its end: the task ended by itself, not cancelled
 
 
 def test_the_task_dies_with_its_trial(ray_local):

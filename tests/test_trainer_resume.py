@@ -124,11 +124,15 @@ def test_black_box_resumed_mid_epoch_from_shards_ends_like_an_uninterrupted_run(
         return ShardStream(prep.data_dir, prep.manifest, SIGNALS_BY_TYPE["black_box"], t.micro_batch, 0.25, 120)
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    cancelled, cancel = [], ray.cancel
+    monkeypatch.setattr(ray, "cancel", lambda refs, **kw: cancelled.append(refs) or cancel(refs, **kw))
     try:
         full, seen = uninterrupted(make_trainer, make_source, ev, tmp_path / "full")
         assert seen == [round(x, 4) for x in (4 / 9, 8 / 9, 1 + 3 / 9, 1 + 7 / 9)]
         interrupt(make_trainer, make_source, ev, tmp_path / "ckpt", stop_at=1)  # 4 micro-batches into epoch 1
         second, rest, _ = resume(make_trainer, make_source, ev, tmp_path / "ckpt")
+        # only the interrupted run's batch-making task was cancelled; the whole runs read theirs to the end
+        assert len(cancelled) == 1
         # the restart decodes only epoch 1's remaining 5 micro-batches, then epoch 2 (counted in this
         # process: the pipeline its batch-making task ran, with the same skip)
         decoded = []

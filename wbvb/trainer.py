@@ -473,6 +473,7 @@ class Trainer:
                 history.append(metrics)
                 if on_epoch_end is not None:
                     on_epoch_end(metrics, epoch)
+            next(stream, None)  # read to its end: the batch-making task ends by itself, not cancelled
         finally:
             if hasattr(stream, "close"):
                 stream.close()
