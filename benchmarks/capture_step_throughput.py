@@ -46,9 +46,10 @@ def batch(vocab: int, k: int = 8) -> dict:
 
 def main() -> None:
     from wbvb.config import config_from_dict
-    from wbvb.models import load_tokenizer
-    from wbvb.presets import ensure_preset
-    from wbvb.trainer import TeacherDims, Trainer
+    from wbvb.models.load import load_tokenizer
+    from wbvb.models.presets import ensure_preset
+    from wbvb.store.schema import TeacherDims
+    from wbvb.train.trainer import Trainer
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
     with tempfile.TemporaryDirectory(prefix="wbvb-bench-capture-") as tmp:

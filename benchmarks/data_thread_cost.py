@@ -48,15 +48,15 @@ def main() -> None:
 
     import ray
 
-    from wbvb.config import SIGNALS_BY_TYPE
-    from wbvb.models import load_model
-    from wbvb.prefetch import prefetch
-    from wbvb.shuffle import RowCutter, batch_rng, shuffled_batches
-    from wbvb.stream import ShardStream
-    from wbvb.teacher.codec import decode_batch
+    from wbvb.distill_types import DISTILL
+    from wbvb.models.load import load_model
+    from wbvb.feed.prefetch import prefetch
+    from wbvb.feed.shuffle import RowCutter, batch_rng, shuffled_batches
+    from wbvb.feed.stream import ShardStream
+    from wbvb.store.codec import decode_batch
 
     cfg, prep, _ = quickstart_store(args.rows_per_task, args.epochs, "wbvb-bench-dt-")
-    stream = ShardStream(prep.data_dir, prep.manifest, SIGNALS_BY_TYPE["black_box"], cfg.training.batch_size,
+    stream = ShardStream(prep.data_dir, prep.manifest, DISTILL["black_box"].signals, cfg.training.batch_size,
                          cfg.sweep.data_cpus, cfg.sweep.stall_timeout_s)
     blocks = list(stream._tables(0, args.epochs, 0))  # Ray Data's blocks of all epochs, in memory
 

@@ -1,4 +1,4 @@
-"""Sparse top-k KD (wbvb.kd) vs the dense reconstruction the earlier scripts used.
+"""Sparse top-k KD (wbvb.train.kd) vs the dense reconstruction the earlier scripts used.
 
 Dense: scatter the stored top-k log-probs into a vocabulary-sized tensor (-inf elsewhere),
 softmax at T, KL against the student's log-softmax at T. Sparse with ``tail_bucket=False`` is
@@ -49,7 +49,7 @@ def dense_loss(logits, ids, vals, answer):
 
 def sparse_loss(logits, ids, vals, answer, tail: bool):
     from wbvb.config import LossConfig
-    from wbvb.kd import topk_kd_loss
+    from wbvb.train.kd import topk_kd_loss
 
     chunk = LossConfig().kd_chunk_positions
     loss = topk_kd_loss(logits, ids, vals, answer, temperature=T, tail_bucket=tail, chunk=chunk)

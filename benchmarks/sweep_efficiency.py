@@ -43,7 +43,7 @@ def trial_rows(run_dir: Path) -> list[list[dict]]:
 def sweep(cfg, concurrency: int) -> dict:
     import ray
 
-    from wbvb.sweep import run_sweep
+    from wbvb.sweep.run import run_sweep
 
     result = run_sweep(cfg)
     ray.shutdown()  # each sweep starts its own local Ray, as a user's run does
@@ -64,7 +64,7 @@ def sweep(cfg, concurrency: int) -> dict:
 def import_seconds() -> float:
     """What a fresh trial worker pays to import the trial's code (beyond a bare interpreter)."""
     code = ("import time; t = time.perf_counter(); import torch, transformers, ray.data, ray.tune; "
-            "import wbvb.trainer, wbvb.stream, wbvb.tasks, wbvb.models; print(time.perf_counter() - t)")
+            "import wbvb.train.trainer, wbvb.feed.stream, wbvb.tasks, wbvb.models.load; print(time.perf_counter() - t)")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return float(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                                 check=True).stdout.strip())
@@ -98,12 +98,13 @@ def trial_parts(cfg) -> dict:
     import ray
     import torch
 
-    from wbvb.config import SIGNALS_BY_TYPE
-    from wbvb.models import load_tokenizer
-    from wbvb.stream import ShardStream
+    from wbvb.distill_types import DISTILL
+    from wbvb.models.load import load_tokenizer
+    from wbvb.feed.stream import ShardStream
     from wbvb.tasks import load_all
-    from wbvb.teacher import prepare
-    from wbvb.trainer import TeacherDims, Trainer
+    from wbvb.teacher.prepare import prepare
+    from wbvb.store.schema import TeacherDims
+    from wbvb.train.trainer import Trainer
 
     torch.set_num_threads(1)
     prep = prepare(cfg)
@@ -115,7 +116,7 @@ def trial_parts(cfg) -> dict:
                       tb_dir=f"{cfg.run_dir}/probe-tb")
     load_all(cfg.tasks, "train"), load_all(cfg.tasks, "eval")
     parts["model_tokenizer_tasks_tb_s"] = time.perf_counter() - t
-    stream = ShardStream(prep.data_dir, prep.manifest, SIGNALS_BY_TYPE["black_box"], trainer.micro_batch,
+    stream = ShardStream(prep.data_dir, prep.manifest, DISTILL["black_box"].signals, trainer.micro_batch,
                          cfg.sweep.data_cpus, cfg.sweep.stall_timeout_s)
     t = time.perf_counter()
     next(iter(stream.epoch(0, 0)))
@@ -138,7 +139,7 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     with tempfile.TemporaryDirectory(prefix="wbvb-bench-sweep-") as tmp:
-        from wbvb.teacher import prepare
+        from wbvb.teacher.prepare import prepare
 
         warm = config(tmp, args.trials, args.epochs, args.n_train, "reuse", True)
         prepare(warm)  # the teacher data stage is not part of the trials' phase

@@ -28,13 +28,13 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from wbvb.batches import collate
+from wbvb.feed.batches import collate
 from wbvb.config import TeacherDataConfig
-from wbvb.teacher.codec import layout_of
+from wbvb.store.codec import layout_of
 from wbvb.teacher.generate import store_columns, teacher_rows
-from wbvb.teacher.schema import FORMAT_VERSION
+from wbvb.store.schema import FORMAT_VERSION
 from wbvb.teacher.signals import TeacherSignals
-from wbvb.teacher.writer import ShardWriter
+from wbvb.store.writer import ShardWriter
 
 VOCAB, SEQ, K, HEADS, STRIDE = 32000, 256, 128, 8, 2
 

@@ -2,7 +2,7 @@
 
 Baseline (the scripts wbvb replaces): nested Python lists of fp16 values and int32 ids in Parquet,
 zstd level 3, one row group per 4 rows, read per row with read_row_group -> slice -> to_pydict ->
-np.array. Both formats get the same synthetic teacher tensors (``wbvb.teacher.synthetic``: peaked
+np.array. Both formats get the same synthetic teacher tensors (``wbvb.store.synthetic``: peaked
 next-token distributions, attention with a sink and a recency bias under a causal mask, hidden
 states with outlier features): seq 256, k 128, hidden 1024 (one layer), 8 heads (one layer),
 hidden and attention strides 2, vocab 32000.
@@ -27,14 +27,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from wbvb.batches import collate
+from wbvb.feed.batches import collate
 from wbvb.config import TeacherDataConfig
-from wbvb.teacher import synthetic
-from wbvb.teacher.codec import decode_batch, encode_signals, layout_of
+from wbvb.store import synthetic
+from wbvb.store.codec import decode_batch, encode_signals, layout_of
 from wbvb.teacher.generate import store_columns
-from wbvb.teacher.inspect import column_bytes
-from wbvb.teacher.schema import FORMAT_VERSION, MANIFEST, SIGNAL_COLUMNS, write_json_atomic
-from wbvb.teacher.writer import write_shard
+from wbvb.store.inspect import column_bytes
+from wbvb.store.schema import FORMAT_VERSION, MANIFEST, SIGNAL_COLUMNS
+from wbvb.storage import write_json_atomic
+from wbvb.store.writer import write_shard
 
 SEQ, K, DIM, HEADS, STRIDE, VOCAB = 256, 128, 1024, 8, 2, 32000
 BATCH = 16
@@ -138,7 +139,7 @@ _STREAM_TRIAL = """
 import json, sys, threading, time
 from pathlib import Path
 import ray
-from wbvb.stream import ShardStream
+from wbvb.feed.stream import ShardStream
 
 def status(key):
     return [int(l.split()[1]) / 1024 for l in open("/proc/self/status") if l.startswith(key)][0]

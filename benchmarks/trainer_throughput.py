@@ -36,7 +36,7 @@ PHASES = ("data_wait", "forward", "backward", "optimizer", "logging")
 
 def bare_loop(model, epochs, lr, clip, beta, temperature) -> tuple[float, dict, float]:
     """Wall seconds of the plain loop over in-memory batches, its per-phase seconds, its thread's CPU seconds."""
-    from wbvb import losses
+    from wbvb.train import losses
 
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     phase = dict.fromkeys(("forward", "backward", "optimizer"), 0.0)
@@ -63,11 +63,12 @@ def bare_loop(model, epochs, lr, clip, beta, temperature) -> tuple[float, dict, 
 def trial_loop(cfg, prep, tok, dims, eval_examples, tb_dir) -> tuple[float, dict, float, list[dict]]:
     """Loop seconds of a whole black_box trial (fit minus its evaluations), per-phase seconds, the
     training thread's CPU seconds (also minus evaluations), metrics."""
-    from wbvb.config import SIGNALS_BY_TYPE
-    from wbvb.stream import ShardStream
-    from wbvb.trainer import Trainer, micro_batch_size
+    from wbvb.distill_types import DISTILL
+    from wbvb.feed.stream import ShardStream
+    from wbvb.train.setup import micro_batch_size
+    from wbvb.train.trainer import Trainer
 
-    stream = ShardStream(prep.data_dir, prep.manifest, SIGNALS_BY_TYPE["black_box"],
+    stream = ShardStream(prep.data_dir, prep.manifest, DISTILL["black_box"].signals,
                          micro_batch_size(cfg.training, "black_box"), cfg.sweep.data_cpus, cfg.sweep.stall_timeout_s)
     stream.start(0, cfg.training.epochs, 0)  # as a fresh trial does: its batches are made while the student loads
     trainer = Trainer(cfg, "black_box", 0, prep.student_path, tok, dims, tb_dir=tb_dir)
@@ -94,7 +95,7 @@ def quickstart_store(rows_per_task: int, epochs: int, prefix: str):
     import ray
 
     from wbvb.config import config_from_dict, load_config
-    from wbvb.teacher import prepare
+    from wbvb.teacher.prepare import prepare
 
     torch.set_num_threads(1)
     tmp = tempfile.mkdtemp(prefix=prefix)
@@ -119,18 +120,18 @@ def main() -> None:
 
     import ray
 
-    from wbvb.config import SIGNALS_BY_TYPE
-    from wbvb.models import load_model, load_tokenizer
-    from wbvb.stream import ShardStream
+    from wbvb.distill_types import DISTILL
+    from wbvb.models.load import load_model, load_tokenizer
+    from wbvb.feed.stream import ShardStream
     from wbvb.tasks import load_all
-    from wbvb.trainer import TeacherDims
+    from wbvb.store.schema import TeacherDims
 
     cfg, prep, tmp = quickstart_store(args.rows_per_task, args.epochs, "wbvb-bench-tp-")
     tok = load_tokenizer(prep.student_path)
     dims = TeacherDims.from_manifest(prep.manifest)
     eval_examples = load_all(cfg.tasks, "eval")
 
-    source = ShardStream(prep.data_dir, prep.manifest, SIGNALS_BY_TYPE["black_box"], cfg.training.batch_size)
+    source = ShardStream(prep.data_dir, prep.manifest, DISTILL["black_box"].signals, cfg.training.batch_size)
     epochs = [[] for _ in range(args.epochs)]
     for epoch, batch in source.batches(0, args.epochs, 0):  # the trial's batches, in the trial's order
         epochs[epoch].append(batch)

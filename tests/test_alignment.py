@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from wbvb import losses
-from wbvb.capture import Capture
+from wbvb.train import losses
+from wbvb.models.capture import Capture
 from wbvb.config import ConfigError, config_from_dict
-from wbvb.mapping import check_stored_layers, head_map, layer_pairs
+from wbvb.train.alignment import check_stored_layers, head_map, layer_pairs
 
 
 def test_uniform_mapping_three_student_blocks_to_eight_teacher_blocks():
@@ -146,7 +146,7 @@ def test_capture_keeps_the_maps_the_model_family_computes(make):
 
 
 def test_implicit_causal_mask_keeps_a_sliding_window():
-    from wbvb.capture import _additive_mask
+    from wbvb.models.capture import _additive_mask
 
     keep = _additive_mask(None, 3, 4, torch.zeros(1), window=2)[0, 0] == 0  # queries at positions 1..3
     assert keep.tolist() == [[True, True, False, False], [False, True, True, False], [False, False, True, True]]
@@ -182,7 +182,7 @@ def test_alignment_and_loss_config_errors_name_the_key(tiny_dict):
 def test_attention_row_mask_leaves_out_rows_the_store_did_not_keep():
     import torch
 
-    from wbvb import losses
+    from wbvb.train import losses
 
     n = 3
     causal = torch.tril(torch.ones(n, n))

@@ -8,7 +8,7 @@ import pytest
 from wbvb import analysis
 from wbvb.analysis.results import write_run_meta
 
-from result_runs import TYPES, known_effect_run, write_events, write_meta, write_trial
+from support.result_runs import TYPES, known_effect_run, write_events, write_meta, write_trial
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -7,7 +7,7 @@ from scipy import stats as sps
 
 from wbvb.analysis import stats
 
-from result_runs import known_effect_run
+from support.result_runs import known_effect_run
 
 
 def test_t_interval_by_hand():

@@ -70,7 +70,7 @@ def two_node_cluster(monkeypatch):
 
 def test_sweep_trials_land_on_both_nodes(tiny_dict, two_node_cluster):
     from wbvb.config import config_from_dict
-    from wbvb.sweep import run_sweep
+    from wbvb.sweep.run import run_sweep
 
     tiny_dict["sweep"].update({
         "distill_types": ["sft", "black_box"], "address": two_node_cluster, "max_concurrent_trials": 2,

@@ -1,7 +1,7 @@
 import pytest
 
 from wbvb.config import ConfigError, config_from_dict, load_config
-from wbvb.sweep import build_parser, config_from_args
+from wbvb.sweep.cli import build_parser, config_from_args
 
 
 def test_quickstart_loads_with_defaults():

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wbvb import kd
+from wbvb.train import kd
 
 
 def _dense_kl(s_logits, t_logits, answer, T=1.0):

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wbvb import losses
+from wbvb.train import kd, losses
 from wbvb.config import LossConfig
 
 
@@ -41,7 +41,7 @@ def test_topk_kd_hand_value_with_tail_bucket():
     logp = torch.log(torch.tensor([[[0.5], [0.5]]]))
     answer = torch.tensor([[False, True]])
     expected = 0.5 * math.log(0.5 / (1 / 3)) + 0.5 * math.log(0.5 / (2 / 3))  # = 0.0588915
-    got = losses.topk_kd_loss(student, ids, logp, answer)
+    got = kd.topk_kd_loss(student, ids, logp, answer)
     assert got.item() == pytest.approx(expected, rel=1e-5)
     assert expected == pytest.approx(0.0588915, rel=1e-5)
 
@@ -52,7 +52,7 @@ def test_topk_kd_equals_full_kl_when_k_is_the_vocabulary():
     t_logp = torch.log_softmax(t_logits, -1)
     vals, ids = t_logp.topk(6, -1)
     answer = torch.tensor([[False, True, True, True], [False, False, True, False]])
-    got = losses.topk_kd_loss(s_logits, ids, vals, answer)
+    got = kd.topk_kd_loss(s_logits, ids, vals, answer)
     kl = F.kl_div(torch.log_softmax(s_logits, -1), t_logp, log_target=True, reduction="none").sum(-1)
     mask = answer[:, 1:]
     expected = kl[:, :-1][mask].mean()
@@ -63,7 +63,7 @@ def test_topk_kd_zero_when_student_matches_teacher():
     logits = torch.randn(1, 5, 8, generator=torch.Generator().manual_seed(2))
     vals, ids = torch.log_softmax(logits, -1).topk(3, -1)
     answer = torch.tensor([[False, False, True, True, True]])
-    assert losses.topk_kd_loss(logits, ids, vals, answer).item() == pytest.approx(0.0, abs=1e-5)
+    assert kd.topk_kd_loss(logits, ids, vals, answer).item() == pytest.approx(0.0, abs=1e-5)
 
 
 def test_topk_kd_temperature_scales_by_t_squared():
@@ -78,7 +78,7 @@ def test_topk_kd_temperature_scales_by_t_squared():
     q = (0.25, 0.25, 0.5)
     expected = 4 * sum(p * math.log(p / qi) for p, qi in zip(pt, q))  # = 1.52557
     assert expected == pytest.approx(1.52557, rel=1e-4)
-    assert losses.topk_kd_loss(student, ids, logp, answer, temperature=2.0).item() == pytest.approx(expected, rel=1e-5)
+    assert kd.topk_kd_loss(student, ids, logp, answer, temperature=2.0).item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_hidden_loss_masks_padding_and_respects_stride():
@@ -109,5 +109,5 @@ def test_combine_weights_each_part():
     w = LossConfig(alpha=1.0, beta=0.5, gamma_hidden=0.1, gamma_attention=0.2)
     parts = {"task": torch.tensor(2.0), "kd": torch.tensor(4.0), "hidden": torch.tensor(10.0),
              "attention": torch.tensor(5.0)}
-    assert losses.combine("combined", parts, w).item() == pytest.approx(2 + 2 + 1 + 1)
-    assert losses.combine("sft", {"task": torch.tensor(2.0)}, w).item() == pytest.approx(2.0)
+    assert losses.combine(parts, w).item() == pytest.approx(2 + 2 + 1 + 1)
+    assert losses.combine({"task": torch.tensor(2.0)}, w).item() == pytest.approx(2.0)

@@ -1,6 +1,6 @@
 import pytest
 
-from wbvb.prefetch import prefetch
+from wbvb.feed.prefetch import prefetch
 
 
 def test_keeps_order_and_length():

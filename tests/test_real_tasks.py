@@ -215,8 +215,8 @@ def test_real_files_counts_and_no_example_in_both_splits():
 
 def test_preset_tokenizer_trained_on_the_configured_tasks(tmp_path):
     from wbvb.config import PresetConfig
-    from wbvb.models import load_tokenizer
-    from wbvb.presets import ensure_preset
+    from wbvb.models.load import load_tokenizer
+    from wbvb.models.presets import ensure_preset
 
     d = _sst2(tmp_path / "sst2", [(f"the zyxwvut film number {i}", i % 2) for i in range(40)], [("ok", 1)])
     tasks = [TaskConfig(name="sst2", source="local", path=str(d), n_train=0)]

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from wbvb.evaluate import choice_hits, choice_loglikelihoods, cut_at_stop, generation_hits
-from wbvb.extract import extract_flexible, extract_strict
+from wbvb.train.evaluate import choice_hits, choice_loglikelihoods, cut_at_stop, generation_hits
+from wbvb.tasks.extract import extract_flexible, extract_strict
 from wbvb.tasks import Example
 
 TRICKY = [  # text, strict, flexible

@@ -3,11 +3,12 @@ import dataclasses
 
 import pytest
 
-from wbvb.batches import ExampleSource
-from wbvb.models import load_tokenizer, resolve_model_paths
+from wbvb.feed.batches import ExampleSource
+from wbvb.models.load import load_tokenizer, resolve_model_paths
 from wbvb.tasks import load_all
-from wbvb.teacher.answers import ANSWERS_FILE, seq_kd_examples, teacher_answers
-from wbvb.teacher.schema import TeacherDataError
+from wbvb.store.answers import ANSWERS_FILE, seq_kd_examples
+from wbvb.teacher.answers import teacher_answers
+from wbvb.store.schema import TeacherDataError
 
 
 def test_teacher_answers_stored_reused_and_used_as_targets(tiny_cfg, tmp_path, capsys):
@@ -35,7 +36,7 @@ def test_teacher_answers_stored_reused_and_used_as_targets(tiny_cfg, tmp_path, c
 
 
 def test_seq_kd_trains_on_task_loss_only(tiny_cfg, tmp_path):
-    from wbvb.trainer import Trainer
+    from wbvb.train.trainer import Trainer
 
     paths = resolve_model_paths(tiny_cfg)
     tok = load_tokenizer(paths["student"])

@@ -3,7 +3,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from wbvb.shuffle import RowCutter, batch_rng, shard_order, shuffled_batches
+from wbvb.feed.shuffle import RowCutter, batch_rng, shard_order, shuffled_batches
 
 
 def _blocks(n_rows, sizes):
@@ -60,7 +60,7 @@ def test_draws_unchanged_when_the_buffer_is_compacted():
 
 
 def test_row_buffer_takes_in_the_given_order_across_blocks_and_lets_drawn_blocks_go():
-    from wbvb.shuffle import _RowBuffer
+    from wbvb.feed.shuffle import _RowBuffer
 
     buf = _RowBuffer()
     numbers = np.concatenate([buf.add(t) for t in _blocks(20, [5, 5, 10])])
@@ -73,7 +73,7 @@ def test_row_buffer_takes_in_the_given_order_across_blocks_and_lets_drawn_blocks
 
 
 def test_row_buffer_compaction_copies_sparse_blocks_only_and_bounds_what_is_held():
-    from wbvb.shuffle import _RowBuffer
+    from wbvb.feed.shuffle import _RowBuffer
 
     buf = _RowBuffer()
     for t in _blocks(30, [10, 10, 10]):

@@ -7,7 +7,7 @@ import pyarrow.fs as pafs
 import pytest
 
 from wbvb import storage
-from wbvb.teacher.schema import TeacherDataError
+from wbvb.store.schema import TeacherDataError
 
 
 def test_locations_local_and_uri(tmp_path):
@@ -25,7 +25,7 @@ def test_missing_bucket_is_named(s3_bucket):
     with pytest.raises(storage.StorageError, match=r"s3://wbvb-no-such-bucket/t/manifest.json: .*bucket exists"):
         storage.write_bytes_atomic("s3://wbvb-no-such-bucket/t/manifest.json", b"{}")
     with pytest.raises(TeacherDataError, match=r"s3://wbvb-test/nothing/manifest.json: no manifest"):
-        from wbvb.teacher.schema import read_manifest
+        from wbvb.store.schema import read_manifest
 
         read_manifest(f"{s3_bucket}/nothing")
 
@@ -45,11 +45,12 @@ def _mtimes(d: str) -> dict:
 
 
 def test_teacher_store_on_s3_end_to_end(tiny_dict, s3_bucket, ray_2cpu, capsys):
-    from wbvb.config import SIGNALS_BY_TYPE, config_from_dict
-    from wbvb.stream import ShardStream
-    from wbvb.teacher import prepare
+    from wbvb.config import config_from_dict
+    from wbvb.distill_types import DISTILL
+    from wbvb.feed.stream import ShardStream
+    from wbvb.teacher.prepare import prepare
     from wbvb.teacher.__main__ import main
-    from wbvb.teacher.schema import read_manifest
+    from wbvb.store.schema import read_manifest
 
     tiny_dict["teacher_data"]["path"] = f"{s3_bucket}/teacher/"
     cfg = config_from_dict(tiny_dict)
@@ -82,17 +83,17 @@ def test_teacher_store_on_s3_end_to_end(tiny_dict, s3_bucket, ray_2cpu, capsys):
     assert main(["stats", d]) == 0 and json.loads(capsys.readouterr().out)["rows"] == 72
     assert main(["inspect", d, "3"]) == 0 and "answer:" in capsys.readouterr().out
 
-    stream = ShardStream(d, again.manifest, SIGNALS_BY_TYPE["combined"], 8)
+    stream = ShardStream(d, again.manifest, DISTILL["combined"].signals, 8)
     batch = next(iter(stream.epoch(0, seed=0)))
     assert batch["input_ids"].shape[0] == 8 and {"topk_ids", "hidden", "attention"} <= set(batch)
-    black = ShardStream(d, again.manifest, SIGNALS_BY_TYPE["black_box"], 8)
+    black = ShardStream(d, again.manifest, DISTILL["black_box"].signals, 8)
     assert not {"hidden", "attention"} & set(black.dataset().schema().names)
 
 
 def test_truncated_remote_shard_is_named_and_kept(tiny_dict, s3_bucket):
     from wbvb.config import config_from_dict
-    from wbvb.teacher import prepare
-    from wbvb.teacher.verify import verify
+    from wbvb.teacher.prepare import prepare
+    from wbvb.store.verify import verify
 
     tiny_dict["teacher_data"]["path"] = f"{s3_bucket}/teacher"
     prep = prepare(config_from_dict(tiny_dict))

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from wbvb.config import TeacherDataConfig
-from wbvb.teacher import synthetic
-from wbvb.teacher.codec import encode_signals, layout_of
+from wbvb.store import synthetic
+from wbvb.store.codec import encode_signals, layout_of
 from wbvb.teacher.generate import store_columns
-from wbvb.teacher.schema import FORMAT_VERSION, MANIFEST
-from wbvb.teacher.writer import write_shard
+from wbvb.store.schema import FORMAT_VERSION, MANIFEST
+from wbvb.store.writer import write_shard
 
 
 def _store(tmp_path, **teacher_data):
@@ -48,7 +48,7 @@ def ray_local():
 
 
 def test_epochs_read_every_row_once_in_a_seeded_order(small_store, ray_local):
-    from wbvb.stream import ShardStream
+    from wbvb.feed.stream import ShardStream
 
     stream = ShardStream(*small_store, ["topk"], batch_size=4)
     epoch0 = [b["example_ids"] for b in stream.epoch(0, seed=0)]
@@ -64,7 +64,7 @@ def test_epochs_read_every_row_once_in_a_seeded_order(small_store, ray_local):
 def test_the_task_makes_the_batches_this_process_would(tmp_path, ray_local):
     """The batches a trial takes from the batch-making task are the in-process pipeline's, bit for
     bit (bfloat16 included), in the same order, with a mid-epoch resume's skip."""
-    from wbvb.stream import ShardStream
+    from wbvb.feed.stream import ShardStream
 
     stream = ShardStream(*_store(tmp_path, dtype="bfloat16"), ["topk", "hidden", "attention"], batch_size=4)
     here = list(stream.local_batches(0, 2, seed=3, skip=2))
@@ -86,7 +86,7 @@ def test_the_task_makes_the_batches_this_process_would(tmp_path, ray_local):
 def test_the_task_is_cancelled_when_the_stream_closes_early_and_ends_by_itself_otherwise(small_store, ray_local):
     from ray.exceptions import TaskCancelledError
 
-    from wbvb.stream import ShardStream
+    from wbvb.feed.stream import ShardStream
 
     stream = ShardStream(*small_store, ["topk"], batch_size=4)
     stream.start(0, 3, 0)  # as a fresh trial does before loading its models
@@ -107,7 +107,7 @@ def test_the_task_dies_with_its_trial(ray_local):
     import os
     import time
 
-    from wbvb.batch_maker import remote_batches, request
+    from wbvb.feed.batch_maker import remote_batches, request
 
     class Stream:  # endless batches that say which process made them
         def local_arrays(self, *args):
@@ -134,7 +134,7 @@ def test_the_task_dies_with_its_trial(ray_local):
 
 
 def test_an_error_while_making_batches_reaches_the_trial_as_itself(small_store, ray_local):
-    from wbvb.stream import ShardStream
+    from wbvb.feed.stream import ShardStream
 
     data_dir, m = small_store
     m = {**m, "num_rows": 31}  # the manifest promises a row the shards do not hold
@@ -143,7 +143,7 @@ def test_an_error_while_making_batches_reaches_the_trial_as_itself(small_store, 
 
 
 def test_decoded_arrays_become_tensors_sharing_their_memory():
-    from wbvb.teacher.codec import BFLOAT16, as_tensors
+    from wbvb.store.codec import BFLOAT16, as_tensors
 
     hidden = torch.tensor([[1.5, -2.25]], dtype=torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
     hidden.flags.writeable = False  # as out of Ray's object store
@@ -155,7 +155,7 @@ def test_decoded_arrays_become_tensors_sharing_their_memory():
 
 
 def test_the_batch_maker_groups_small_batches_and_sends_large_ones_alone():
-    from wbvb.batch_maker import make_groups
+    from wbvb.feed.batch_maker import make_groups
 
     class Stream:  # batches of 1, 1, 1, 1, 1, 1, 1, 5, 1, 1 KiB (int8 arrays), 5 an epoch
         def local_arrays(self, *args):
@@ -174,6 +174,6 @@ def test_the_batch_making_task_never_imports_torch():
     import subprocess
     import sys
 
-    code = ("import sys, wbvb.batch_maker, wbvb.stream, wbvb.shard_source, wbvb.teacher.codec; "
+    code = ("import sys, wbvb.feed.batch_maker, wbvb.feed.stream, wbvb.feed.shard_source, wbvb.store.codec; "
             "print('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

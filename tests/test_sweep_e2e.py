@@ -17,7 +17,7 @@ def ray_2cpu():
 
 
 def test_six_trials_on_two_cpus_end_to_end(tiny_cfg, ray_2cpu, capsys):
-    from wbvb.sweep import run_sweep
+    from wbvb.sweep.run import run_sweep
 
     result = run_sweep(tiny_cfg)
     assert not result["errors"]
@@ -62,15 +62,15 @@ def test_six_trials_on_two_cpus_end_to_end(tiny_cfg, ray_2cpu, capsys):
 
 
 def test_black_box_reads_no_white_box_columns(tiny_cfg, ray_2cpu):
-    from wbvb.config import SIGNALS_BY_TYPE
-    from wbvb.stream import ShardStream
-    from wbvb.teacher import prepare
+    from wbvb.distill_types import DISTILL
+    from wbvb.feed.stream import ShardStream
+    from wbvb.teacher.prepare import prepare
 
     prep = prepare(tiny_cfg)
-    bb = ShardStream(prep.data_dir, prep.manifest, SIGNALS_BY_TYPE["black_box"], 8)
+    bb = ShardStream(prep.data_dir, prep.manifest, DISTILL["black_box"].signals, 8)
     names = set(bb.dataset().schema().names)
     assert {"topk_ids", "topk_logprobs"} <= names and not {"hidden", "hidden_scale", "attention"} & names
-    sft = ShardStream(prep.data_dir, prep.manifest, SIGNALS_BY_TYPE["sft"], 8)
+    sft = ShardStream(prep.data_dir, prep.manifest, DISTILL["sft"].signals, 8)
     assert not {"topk_ids", "hidden", "attention"} & set(sft.dataset().schema().names)
     batches = list(bb.epoch(0, seed=0))
     assert sum(b["input_ids"].shape[0] for b in batches) == prep.manifest["num_rows"]
@@ -82,7 +82,7 @@ def test_deepspeed_zero3_offload_trial_in_a_sweep(tiny_dict, ray_2cpu):
     from pathlib import Path
 
     from wbvb.config import config_from_dict
-    from wbvb.sweep import run_sweep
+    from wbvb.sweep.run import run_sweep
 
     tiny_dict["sweep"]["distill_types"] = ["black_box"]
     tiny_dict["training"].update({"use_deepspeed": True, "epochs": 2, "checkpoint_every_steps": 4,

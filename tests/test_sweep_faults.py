@@ -10,7 +10,7 @@ import time
 import pandas as pd
 import pytest
 
-from sweep_proc import alive, epochs, kill_group, results, start_sweep, wait_for, write_config
+from support.sweep_proc import alive, epochs, kill_group, results, start_sweep, wait_for, write_config
 
 pytestmark = pytest.mark.e2e
 

@@ -33,7 +33,7 @@ def _s3_files(prefix: str) -> dict[str, bytes]:
 
 def test_sweep_results_on_s3_then_resume_from_there(tiny_dict, shared_teacher_dir, s3_ray, capsys):
     from wbvb.config import ConfigError, config_from_dict
-    from wbvb.sweep import run_sweep
+    from wbvb.sweep.run import run_sweep
 
     tiny_dict["teacher_data"]["path"] = str(shared_teacher_dir)
 

@@ -1,7 +1,9 @@
 import pytest
 
 from wbvb.config import ConfigError, config_from_dict
-from wbvb.sweep import concurrency, config_differences, trial_name, trial_resources
+from wbvb.sweep.resume import config_differences
+from wbvb.sweep.run import concurrency
+from wbvb.sweep.trial import trial_name, trial_resources
 
 
 def _cfg(**sweep):

@@ -1,5 +1,5 @@
 from wbvb.config import TaskConfig
-from wbvb.evaluate import extract_answer
+from wbvb.tasks.extract import extract_strict
 from wbvb.tasks import TASK_NAMES, load_examples
 
 
@@ -20,7 +20,7 @@ def test_formats():
     assert m.prompt.endswith("\nAnswer:") and m.answer in (" A", " B", " C", " D") and m.choices
     a = load_examples(TaskConfig(name="arithmetic", n_train=5), "train")[0]
     assert a.prompt.startswith("Question: ") and a.choices is None
-    assert extract_answer(a.answer) == a.label
+    assert extract_strict(a.answer) == a.label
 
 
 def test_sentiment_negation_and_but_rules():
@@ -36,8 +36,8 @@ def test_sentiment_negation_and_but_rules():
             assert (positive_word != negated) == (e.label == "positive"), e.prompt
 
 
-def test_extract_answer():
-    assert extract_answer("3 + 4 = 7.\n#### 7") == "7"
-    assert extract_answer("#### $1,234") == "1234"
-    assert extract_answer("#### -5") == "-5"
-    assert extract_answer("no answer") is None
+def test_extract_strict():
+    assert extract_strict("3 + 4 = 7.\n#### 7") == "7"
+    assert extract_strict("#### $1,234") == "1234"
+    assert extract_strict("#### -5") == "-5"
+    assert extract_strict("no answer") is None

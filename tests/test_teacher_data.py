@@ -8,9 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from wbvb.teacher import prepare
-from wbvb.teacher.schema import TeacherDataError, decode_row, read_manifest
-from wbvb.teacher.verify import verify
+from wbvb.teacher.prepare import prepare
+from wbvb.store.schema import TeacherDataError, decode_row, read_manifest
+from wbvb.store.verify import verify
 
 
 @pytest.fixture
@@ -131,7 +131,7 @@ _SLOW_GENERATE = """
 import json, sys, time
 import wbvb.teacher.generate as g
 from wbvb.config import config_from_dict
-from wbvb.teacher import prepare
+from wbvb.teacher.prepare import prepare
 
 real = g.teacher_rows
 def slow(*a, **k):  # a slower teacher, so the kill lands between shards
@@ -261,7 +261,7 @@ def test_verify_names_unsorted_topk_and_bad_attention(store):
 def test_compact_encodings_generate_verify_and_decode(tiny_dict, store):
     """Every compact code + answer-only attention rows through the real generator, against the float store."""
     from wbvb.config import config_from_dict
-    from wbvb.teacher.codec import decode_batch
+    from wbvb.store.codec import decode_batch
 
     tiny_dict["teacher_data"].update({"logprob_encoding": "gaps8", "hidden_encoding": "int8",
                                       "attention_encoding": "cbrt", "attention_rows": "answer"})

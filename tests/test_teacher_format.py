@@ -4,13 +4,13 @@ import pyarrow as pa
 import pytest
 import torch
 
-from wbvb import losses
+from wbvb.train import kd, losses
 from wbvb.config import TeacherDataConfig
-from wbvb.teacher import compress, synthetic
-from wbvb.teacher.codec import BadValues, decode_batch, encode_signals, first_attention_row, layout_of, pack_attention, strided
-from wbvb.teacher.compress import bits_for
+from wbvb.store import compress, synthetic
+from wbvb.store.codec import BadValues, decode_batch, encode_signals, first_attention_row, layout_of, pack_attention, strided
+from wbvb.store.compress import bits_for
 from wbvb.teacher.generate import store_columns
-from wbvb.teacher.schema import arrow_schema, columns_for
+from wbvb.store.schema import arrow_schema, columns_for
 
 
 def test_ids_take_the_bits_the_vocabulary_needs_and_round_trip():
@@ -186,7 +186,7 @@ def test_loss_from_stored_tensors_is_within_1e3_of_fp32(encoding, student):
 
     ``near``: a student close to the teacher (synthetic.near_student), where stored-signal errors
     weigh most against the loss; ``random``: an untrained one. Teacher tensors are realistic
-    (peaked log-probs, attention sinks, outlier features; see ``teacher.synthetic``). On much
+    (peaked log-probs, attention sinks, outlier features; see ``store.synthetic``). On much
     smaller batches (3 rows of ~40 tokens, 64 dims, 4 heads) the quantized codes' random errors
     average less: up to ~2e-3 there for attention, ~1.4e-3 for hidden states.
     """
@@ -216,10 +216,10 @@ def test_loss_from_stored_tensors_is_within_1e3_of_fp32(encoding, student):
            "attention": b["attention"][:, -1]}
     mask, ans = b["attention_mask"], b["answer_mask"]
     losses_of = {
-        "kd_forward_T1": lambda t: losses.topk_kd_loss(s_logits, t["ids"], t["logp"], ans),
-        "kd_forward_T2": lambda t: losses.topk_kd_loss(s_logits, t["ids"], t["logp"], ans, temperature=2.0),
-        "kd_reverse": lambda t: losses.topk_kd_loss(s_logits, t["ids"], t["logp"], ans, divergence_kind="reverse_kl"),
-        "kd_jsd": lambda t: losses.topk_kd_loss(s_logits, t["ids"], t["logp"], ans, divergence_kind="jsd"),
+        "kd_forward_T1": lambda t: kd.topk_kd_loss(s_logits, t["ids"], t["logp"], ans),
+        "kd_forward_T2": lambda t: kd.topk_kd_loss(s_logits, t["ids"], t["logp"], ans, temperature=2.0),
+        "kd_reverse": lambda t: kd.topk_kd_loss(s_logits, t["ids"], t["logp"], ans, divergence_kind="reverse_kl"),
+        "kd_jsd": lambda t: kd.topk_kd_loss(s_logits, t["ids"], t["logp"], ans, divergence_kind="jsd"),
         "hidden_mse": lambda t: losses.hidden_loss(s_hidden, t["hidden"], None, mask, S),
         "hidden_cosine": lambda t: losses.hidden_loss(s_hidden, t["hidden"], None, mask, S, kind="cosine"),
         # near the teacher, 1 - CKA is ~5e-5, below the float32 resolution of the CKA sums themselves

@@ -21,7 +21,7 @@ def ray_teacher_node():
 def test_generate_as_a_ray_task_then_found_by_fingerprint(tiny_dict, tmp_path, ray_teacher_node, capsys):
     from wbvb.config import config_from_dict
     from wbvb.teacher.__main__ import main
-    from wbvb.teacher_stage import prepare_on_cluster
+    from wbvb.teacher.cluster import prepare_on_cluster
 
     tiny_dict["sweep"]["distill_types"] = ["black_box"]
     tiny_dict["teacher_data"].update({"cpus": 1, "custom_resources": {"teacher_node": 1}})
@@ -42,7 +42,7 @@ def test_generate_as_a_ray_task_then_found_by_fingerprint(tiny_dict, tmp_path, r
 
 def test_cluster_teacher_stage_needs_a_shared_path(tiny_dict):
     from wbvb.config import ConfigError, config_from_dict
-    from wbvb.teacher_stage import prepare_on_cluster
+    from wbvb.teacher.cluster import prepare_on_cluster
 
     tiny_dict["teacher_data"]["path"] = "wbvb_data/teacher"
     with pytest.raises(ConfigError, match="relative.*every node sees"):

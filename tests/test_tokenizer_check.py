@@ -1,8 +1,8 @@
 """Tokenizer compatibility: a clear refusal naming both models and what remains possible."""
 import pytest
 from wbvb.config import ConfigError
-from wbvb.models import check_tokenizers
-from wbvb.presets import build_tokenizer
+from wbvb.models.load import check_tokenizers
+from wbvb.models.presets import build_tokenizer
 
 
 @pytest.fixture(scope="module")

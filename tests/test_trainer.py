@@ -4,11 +4,12 @@ import math
 import pytest
 import torch
 
-from wbvb.batches import ExampleSource
+from wbvb.feed.batches import ExampleSource
 from wbvb.config import ConfigError, config_from_dict
-from wbvb.models import load_tokenizer, resolve_model_paths
+from wbvb.models.load import load_tokenizer, resolve_model_paths
 from wbvb.tasks import load_all
-from wbvb.trainer import NonFiniteLossError, Trainer, accumulation_steps, micro_batch_size
+from wbvb.train.setup import accumulation_steps, micro_batch_size
+from wbvb.train.trainer import NonFiniteLossError, Trainer
 
 
 @pytest.fixture

@@ -5,13 +5,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from resume_runs import Stop, checkpointing, comparable, interrupt, resume, uninterrupted
+from support.resume_runs import Stop, checkpointing, comparable, interrupt, resume, uninterrupted
 
-from wbvb.batches import ExampleSource
+from wbvb.feed.batches import ExampleSource
 from wbvb.config import ConfigError, config_from_dict
-from wbvb.models import load_tokenizer, resolve_model_paths
+from wbvb.models.load import load_tokenizer, resolve_model_paths
 from wbvb.tasks import load_all
-from wbvb.trainer import Trainer
+from wbvb.train.trainer import Trainer
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def sft_setup(tiny_dict):
 
 
 def test_sft_resumed_mid_epoch_ends_like_an_uninterrupted_run(sft_setup, tmp_path, monkeypatch):
-    import wbvb.batches
+    import wbvb.feed.batches
 
     make_trainer, make_source, ev = sft_setup
     full, seen = uninterrupted(make_trainer, make_source, ev, tmp_path / "full")
@@ -37,8 +37,8 @@ def test_sft_resumed_mid_epoch_ends_like_an_uninterrupted_run(sft_setup, tmp_pat
 
     interrupt(make_trainer, make_source, ev, tmp_path / "ckpt", stop_at=2)  # after 8 of epoch 1's 9 micro-batches
     padded = []
-    collate = wbvb.batches.collate
-    monkeypatch.setattr(wbvb.batches, "collate", lambda rows, pad: padded.append(len(rows)) or collate(rows, pad))
+    collate = wbvb.feed.batches.collate
+    monkeypatch.setattr(wbvb.feed.batches, "collate", lambda rows, pad: padded.append(len(rows)) or collate(rows, pad))
     second, rest, seen = resume(make_trainer, make_source, ev, tmp_path / "ckpt")
     assert (second.start_epoch, second.start_micro) == (0, 8)
     assert len(padded) == 1 + 9  # the restart pads only epoch 1's ninth micro-batch, then epoch 2
@@ -104,11 +104,11 @@ def test_checkpoint_every_steps_is_validated(tiny_dict):
 def test_black_box_resumed_mid_epoch_from_shards_ends_like_an_uninterrupted_run(tiny_dict, tmp_path, monkeypatch):
     import ray
 
-    import wbvb.stream
-    from wbvb.config import SIGNALS_BY_TYPE
-    from wbvb.stream import ShardStream
-    from wbvb.teacher import prepare
-    from wbvb.trainer import TeacherDims
+    import wbvb.feed.stream
+    from wbvb.distill_types import DISTILL
+    from wbvb.feed.stream import ShardStream
+    from wbvb.teacher.prepare import prepare
+    from wbvb.store.schema import TeacherDims
 
     tiny_dict["training"].update({"epochs": 2, "batch_size": 8, "checkpoint_every_steps": 4})
     cfg = config_from_dict(tiny_dict)
@@ -121,7 +121,7 @@ def test_black_box_resumed_mid_epoch_from_shards_ends_like_an_uninterrupted_run(
         return Trainer(cfg, "black_box", 0, prep.student_path, tok, dims)
 
     def make_source(t):
-        return ShardStream(prep.data_dir, prep.manifest, SIGNALS_BY_TYPE["black_box"], t.micro_batch, 0.25, 120)
+        return ShardStream(prep.data_dir, prep.manifest, DISTILL["black_box"].signals, t.micro_batch, 0.25, 120)
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     cancelled, cancel = [], ray.cancel
@@ -136,8 +136,8 @@ def test_black_box_resumed_mid_epoch_from_shards_ends_like_an_uninterrupted_run(
         # the restart decodes only epoch 1's remaining 5 micro-batches, then epoch 2 (counted in this
         # process: the pipeline its batch-making task ran, with the same skip)
         decoded = []
-        decode = wbvb.stream.decode_arrays
-        monkeypatch.setattr(wbvb.stream, "decode_arrays", lambda *a: decoded.append(1) or decode(*a))
+        decode = wbvb.feed.stream.decode_arrays
+        monkeypatch.setattr(wbvb.feed.stream, "decode_arrays", lambda *a: decoded.append(1) or decode(*a))
         list(make_source(second).local_batches(second.start_epoch, second.epochs, second.seed, second.start_micro))
     finally:
         ray.shutdown()
@@ -154,7 +154,7 @@ def test_deepspeed_zero3_resumed_mid_epoch_ends_like_an_uninterrupted_run(tiny_d
                                   "use_deepspeed": True, "deepspeed_config": str(
                                       Path(__file__).parent.parent / "sweeps" / "ds_config_zero3.json")})
     config_from_dict(tiny_dict)  # valid before it goes to the other process
-    script = Path(__file__).parent / "deepspeed_resume_run.py"
+    script = Path(__file__).parent / "support" / "deepspeed_resume_run.py"
     done = subprocess.run([sys.executable, str(script), json.dumps(tiny_dict), str(tmp_path)], capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

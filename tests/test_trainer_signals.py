@@ -3,9 +3,11 @@ import pytest
 import torch
 
 from wbvb.config import ConfigError, config_from_dict
-from wbvb.models import load_tokenizer
-from wbvb.presets import ensure_preset
-from wbvb.trainer import PROJECTORS_FILE, TeacherDims, Trainer
+from wbvb.models.load import load_tokenizer
+from wbvb.models.presets import ensure_preset
+from wbvb.store.schema import TeacherDims
+from wbvb.train.student import PROJECTORS_FILE
+from wbvb.train.trainer import Trainer
 
 DIMS = TeacherDims(hidden_size=32, hidden_stride=2, attention_stride=2, hidden_layers=(0, 1),
                    attention_layers=(1,), num_layers=2, heads=4)

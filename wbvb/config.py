@@ -16,18 +16,12 @@ from typing import Any, Optional
 
 import yaml
 
-from wbvb.storage import is_uri  # noqa: F401  (re-exported: sweep, run_storage, teacher_stage)
+from wbvb.distill_types import DISTILL_TYPES
+from wbvb.storage import is_uri, location
+from wbvb.tasks import TASK_NAMES
+from wbvb.tasks.quickstart import QUICKSTART_TASK_KEYS
+from wbvb.tasks.real import SOURCES, validate_task
 
-DISTILL_TYPES = ("sft", "seq_kd", "black_box", "hidden_state", "attention", "combined")
-# Which teacher signals each distill type reads (column projection follows from this).
-SIGNALS_BY_TYPE = {
-    "sft": (),
-    "seq_kd": (),  # trains on the teacher's generated answers (text), never on its tensors
-    "black_box": ("topk",),
-    "hidden_state": ("topk", "hidden"),
-    "attention": ("topk", "attention"),
-    "combined": ("topk", "hidden", "attention"),
-}
 QUICKSTART = Path(__file__).resolve().parent.parent / "sweeps" / "quickstart.yaml"
 
 
@@ -190,7 +184,7 @@ class SweepConfig:
     memory_gb_per_trial: float = 0.0  # 0: no memory reservation
     custom_resources: dict[str, float] = field(default_factory=dict)  # e.g. {"a100": 1}
     resources_by_type: dict[str, TrialResources] = field(default_factory=dict)  # e.g. white-box types: more
-    data_cpus: float = 0.5  # CPUs kept free for Ray Data's read tasks (see DESIGN: deadlock)
+    data_cpus: float = 0.5  # CPUs kept free for Ray Data's read tasks (../shared/DESIGN.md: the Ray Data deadlock)
     headroom_cpus: float = 1.0  # CPUs no trial or Ray Data task may claim (driver, Ray's own processes)
     max_concurrent_trials: int = 0  # 0: as many as fit beside Ray Data's share and the headroom
     reuse_actors: bool = True  # keep trial processes warm between trials (never with DeepSpeed)
@@ -236,8 +230,6 @@ class ExperimentConfig:
     @property
     def teacher_data_dir(self) -> Path | str:
         """A local folder, or a URI (s3://, gs://, ...) kept as written (``wbvb.storage``)."""
-        from wbvb.storage import location
-
         return location(self.teacher_data.path)
 
     @property
@@ -406,9 +398,6 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
 
 
 def _validate_task(t: TaskConfig, where: str) -> None:
-    from wbvb.tasks import TASK_NAMES  # local import: tasks import config
-    from wbvb.tasks.real import SOURCES, validate_task
-
     if t.source not in SOURCES:
         raise ConfigError(f"{where}.source: unknown source '{t.source}'; choose {' | '.join(SOURCES)}")
     if t.source != "quickstart":
@@ -427,7 +416,6 @@ def _validate_task(t: TaskConfig, where: str) -> None:
         raise ConfigError(f"{where}.{real_only[0]}: only real tasks (source local, hub, jsonl, parquet) use it")
 
 
-QUICKSTART_TASK_KEYS = ("name", "source", "n_train", "n_eval", "seed")
 LOSS_CHOICES = {"kd_divergence": ("forward_kl", "reverse_kl", "jsd"), "hidden_loss": ("mse", "cosine", "cka"),
                 "attention_loss": ("mse", "kl"), "balancing": ("none", "kd_magnitude")}
 MAP_CHOICES = {"hidden_map": ("last", "uniform", "explicit"), "attention_map": ("last", "uniform", "explicit"),

@@ -12,6 +12,7 @@ object; so remote files are written locally first and then uploaded in one go.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import tempfile
@@ -173,3 +174,8 @@ def atomic_output(p: Path | str):
 def write_bytes_atomic(p: Path | str, data: bytes) -> None:
     with atomic_output(p) as tmp:
         tmp.write_bytes(data)
+
+
+def write_json_atomic(p: Path | str, data: dict) -> None:
+    """A JSON file (sorted keys, indented) that readers see whole or not at all."""
+    write_bytes_atomic(p, json.dumps(data, indent=1, sort_keys=True).encode())

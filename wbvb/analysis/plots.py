@@ -14,7 +14,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from wbvb.analysis.results import distill_rank  # noqa: E402
-from wbvb.analysis.stats import MIN_SEEDS, metric_columns, t_interval  # noqa: E402
+from wbvb.analysis.stats import MIN_SEEDS, metric_columns, significance_mark, t_interval  # noqa: E402
 
 _RUN_STYLES = ["-", "--", "-.", ":"]
 ACC_UNIT = "validation accuracy (fraction correct)"
@@ -147,8 +147,6 @@ def _teacher_line(ax, teacher: float | None) -> None:
 
 def paired_differences(selected: pd.DataFrame, comp: pd.DataFrame, path: Path) -> Path | None:
     """Per task: each comparison's per-seed differences, mean with 95% CI, and its Holm-corrected mark."""
-    from wbvb.analysis.stats import significance_mark
-
     if comp.empty:
         return None
     tasks = list(dict.fromkeys(comp["task"]))

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from wbvb.tasks.files import TaskDataError
+
 
 @dataclass(frozen=True)
 class Family:
@@ -34,8 +36,6 @@ class Family:
 
 def need(row: dict, key: str, origin: str):
     """A required field of a row, or an error naming where the row came from."""
-    from wbvb.tasks.files import TaskDataError
-
     value = row.get(key)
     if value is None or (isinstance(value, str) and not value.strip()):
         raise TaskDataError(f"{origin}: missing or empty field '{key}' (fields present: {', '.join(map(str, row))})")

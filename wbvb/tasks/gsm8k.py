@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from wbvb.extract import extract_strict
+from wbvb.tasks.extract import extract_strict
 from wbvb.tasks import prompts
 from wbvb.tasks.family import Family, need
 from wbvb.tasks.files import TaskDataError, read_jsonl

@@ -10,12 +10,24 @@ from __future__ import annotations
 import hashlib
 import random
 
-from wbvb.tasks import Example, register
+from typing import Callable
 
+from wbvb.tasks.example import Example
+
+# The TaskConfig keys a generated task reads; the rest are for real tasks (config refuses them here).
+QUICKSTART_TASK_KEYS = ("name", "source", "n_train", "n_eval", "seed")
+GENERATORS: dict[str, Callable[[int, int, str], list[Example]]] = {}
 GENERATOR_VERSION = 4  # bump when any generator's output changes: it is part of every fingerprint
 SENTIMENT_QUESTION = "\nQuestion: Is this sentence positive or negative?\nAnswer:"
 MC_LETTERS = ("A", "B", "C", "D")
 
+
+
+def register(name: str):
+    def deco(fn):
+        GENERATORS[name] = fn
+        return fn
+    return deco
 
 def _split_of(prompt: str) -> str:
     return "eval" if int(hashlib.md5(prompt.encode()).hexdigest(), 16) % 5 == 0 else "train"
@@ -131,3 +143,14 @@ def _arithmetic(rng: random.Random):
 @register("arithmetic")
 def arithmetic(n: int, seed: int, split: str) -> list[Example]:
     return _collect("arithmetic", n, seed, split, _arithmetic)
+
+
+TASK_NAMES = tuple(GENERATORS)
+
+
+def generate(task_cfg, split: str) -> list[Example]:
+    """A generated task's examples of one split ('train' or 'eval'), deterministic in its seed."""
+    if task_cfg.name not in GENERATORS:
+        raise ValueError(f"unknown task '{task_cfg.name}'; known: {', '.join(TASK_NAMES)}")
+    n = task_cfg.n_train if split == "train" else task_cfg.n_eval
+    return GENERATORS[task_cfg.name](n, task_cfg.seed, split)

@@ -9,10 +9,12 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from wbvb.tasks import Example, prompts
+from wbvb.tasks import prompts
+from wbvb.tasks.example import Example
 from wbvb.tasks.family import Family
 from wbvb.tasks.files import TaskDataError, files_identity, read_jsonl, read_parquet
 from wbvb.tasks.gsm8k import GSM8K
+from wbvb.tasks.hub import load_split
 from wbvb.tasks.mmlu import MMLU
 from wbvb.tasks.sst2 import SST2
 
@@ -43,7 +45,6 @@ def _raw_rows(t, split: str) -> list[tuple[dict, str]]:
     if t.source == "local":
         return fam.read_local(data_folder(t), split, t.subjects)
     if t.source == "hub":
-        from wbvb.tasks.hub import load_split
 
         name = t.hub_name or fam.hub_name
         config = t.hub_config if (t.hub_config or t.hub_name) else fam.hub_config

@@ -14,7 +14,11 @@ import sys
 
 from wbvb.config import ConfigError, load_config
 from wbvb.storage import StorageError, location
-from wbvb.teacher.schema import TeacherDataError
+from wbvb.store.inspect import inspect_row, store_stats
+from wbvb.store.schema import TeacherDataError
+from wbvb.store.verify import verify
+from wbvb.teacher.cluster import connect, prepare_on_cluster
+from wbvb.teacher.prepare import prepare
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,12 +46,8 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.cmd == "generate":
-            from wbvb.teacher import prepare
-
             cfg = load_config(args.config, args.set)
             if args.address:
-                from wbvb.teacher_stage import connect, prepare_on_cluster
-
                 connect(args.address)
                 prep, _ = prepare_on_cluster(cfg, force=args.force)
             else:
@@ -55,17 +55,11 @@ def main(argv=None) -> int:
             print(json.dumps({"dir": str(prep.data_dir), "rows": prep.manifest["num_rows"],
                               "teacher_accuracy": prep.manifest.get("teacher_accuracy")}, indent=1))
         elif args.cmd == "verify":
-            from wbvb.teacher.verify import verify
-
             print(json.dumps(verify(location(args.dir), None if args.all else args.rows), indent=1))
             print("verify: OK")
         elif args.cmd == "inspect":
-            from wbvb.teacher.inspect import inspect_row
-
             print(inspect_row(location(args.dir), args.row))
         else:
-            from wbvb.teacher.inspect import store_stats
-
             print(json.dumps(store_stats(location(args.dir)), indent=1))
     except (ConfigError, TeacherDataError, StorageError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -13,8 +13,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from wbvb.batches import ExampleSource
+from wbvb.feed.batches import ExampleSource
 from wbvb.tasks import load_all, task_identity
+from wbvb.teacher.generate import weights_identity
+from wbvb.train.trainer import Trainer
 
 
 def finetuned_teacher(cfg, teacher_path: str, tokenizer) -> str:
@@ -22,9 +24,6 @@ def finetuned_teacher(cfg, teacher_path: str, tokenizer) -> str:
     epochs = cfg.models.teacher_finetune_epochs
     if epochs <= 0:
         return teacher_path
-    from wbvb.teacher.generate import weights_identity
-    from wbvb.trainer import Trainer
-
     key = json.dumps({"teacher": weights_identity(teacher_path), "tasks": [task_identity(t) for t in cfg.tasks],
                       "epochs": epochs, "lr": cfg.models.teacher_finetune_lr,
                       "training": dataclasses.asdict(cfg.training)}, sort_keys=True)

@@ -20,13 +20,17 @@ from pathlib import Path
 from tqdm import tqdm
 
 from wbvb import storage
-from wbvb.batches import batched, collate, encode_example
+from wbvb.feed.batches import batched, collate, encode_example
 from wbvb.tasks import load_all, task_identity
-from wbvb.teacher.codec import encode_signals, layout_of, strided
-from wbvb.teacher.compress import bits_for
-from wbvb.teacher.schema import FORMAT_VERSION, MANIFEST, TeacherDataError, read_manifest, write_json_atomic
+from wbvb.store.codec import encode_signals, layout_of, strided
+from wbvb.store.compress import bits_for
+from wbvb.store.schema import FORMAT_VERSION, MANIFEST, TeacherDataError, read_manifest
+from wbvb.storage import write_json_atomic
+from wbvb.store.writer import ShardWriter
+from wbvb.models.load import load_model, pick_device
 from wbvb.teacher.signals import TeacherSignals
-from wbvb.teacher.writer import ShardWriter
+from wbvb.train.alignment import resolve_layers
+from wbvb.train.evaluate import evaluate
 
 log = logging.getLogger("wbvb.teacher")
 
@@ -77,17 +81,6 @@ def store_dir(cfg, teacher_path: str, tokenizer) -> tuple[Path | str, dict, str]
     inputs = fingerprint_inputs(cfg, teacher_path, tokenizer)
     fp = fingerprint(inputs)
     return storage.join(cfg.teacher_data_dir, fp), inputs, fp
-
-
-def resolve_layers(layers: list[int], num_layers: int, what: str) -> list[int]:
-    """Config layer indices (negative counts from the end) -> sorted unique block indices."""
-    out = []
-    for i in layers:
-        j = i + num_layers if i < 0 else i
-        if not 0 <= j < num_layers:
-            raise ValueError(f"teacher_data.{what}: layer {i} does not exist in a {num_layers}-layer teacher")
-        out.append(j)
-    return sorted(set(out))
 
 
 def teacher_rows(signals: TeacherSignals, tokenizer, encoded: list[dict], cfg, layout: dict, device) -> list[dict]:
@@ -143,9 +136,6 @@ def store_columns(td, vocab: int, hidden_size: int, heads: int, hidden_layers: l
 
 def generate(cfg, teacher_path: str, tokenizer, force: bool = False, progress: bool = False) -> Path | str:
     """Make sure the teacher store for these inputs exists and is complete; return its dir."""
-    from wbvb.evaluate import evaluate
-    from wbvb.models import load_model
-    from wbvb.trainer import pick_device
 
     out_dir, inputs, fp = store_dir(cfg, teacher_path, tokenizer)
     manifest = _open_store(out_dir, fp, force)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from wbvb.capture import Capture, decoder_parts
+from wbvb.models.capture import Capture, decoder_parts
 
 CHUNK_ELEMENTS = 1 << 19  # logits per log-softmax chunk: 2 MiB of float32, one core's L2 on the reference machine
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from wbvb import storage
-from wbvb.teacher.schema import SIGNAL_COLUMNS, TeacherDataError, decode_row, read_manifest
+from wbvb.models.load import load_tokenizer
+from wbvb.store.schema import SIGNAL_COLUMNS, TeacherDataError, decode_row, read_manifest
 
 
 def locate(manifest: dict, index: int) -> tuple[str, int]:
@@ -29,8 +30,6 @@ def inspect_row(data_dir: Path | str, index: int, tokenizer=None, top: int = 5) 
     row = storage.open_parquet(storage.join(data_dir, shard)).read().slice(local, 1).to_pylist()[0]
     dec = decode_row(row, manifest)
     if tokenizer is None:
-        from wbvb.models import load_tokenizer
-
         tokenizer = load_tokenizer(manifest["teacher_path"])
     ids, p = row["input_ids"], row["prompt_len"]
     lines = [f"row {index} ({shard} row {local}): {row['example_id']}  task={row['task']}  label={row['label']!r}",

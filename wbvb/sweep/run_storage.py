@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from wbvb import storage
-from wbvb.config import is_uri
+from wbvb.storage import is_uri
 
 TUNE = "tune"
 TB = "tensorboard"

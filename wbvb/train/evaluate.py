@@ -14,12 +14,11 @@ from collections import defaultdict
 
 import torch
 
-from wbvb.batches import batched, collate, encode_example, prompt_ids
-from wbvb.extract import extract_flexible, extract_strict
-from wbvb.losses import task_loss
+from wbvb.feed.batches import batched, collate, encode_example, prompt_ids
+from wbvb.tasks.extract import extract_flexible, extract_strict
+from wbvb.train.losses import task_loss
 
 STOP_STRINGS = ("Question:",)  # a generation ends where the model starts the next question
-extract_answer = extract_strict  # the gold/strict extraction, under its earlier name
 
 
 @torch.no_grad()
@@ -143,7 +142,7 @@ def evaluate(model, tokenizer, examples, batch_size: int = 64, max_new_tokens: i
 
 
 def accuracy_metrics(ev: dict) -> dict:
-    """The per-task metric columns of one evaluation (names in DESIGN: trial metrics)."""
+    """The per-task metric columns of one evaluation (names as ../shared/DESIGN.md, "Trial metrics", lists them)."""
     return {**{f"validation_accuracy_{t}": a for t, a in ev["accuracy"].items()},
             **{f"validation_accuracy_norm_{t}": a for t, a in ev["accuracy_norm"].items()},
             **{f"validation_accuracy_flexible_{t}": a for t, a in ev["accuracy_flexible"].items()}}

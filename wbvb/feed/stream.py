@@ -12,7 +12,7 @@ the row shuffle is ours (Ray's local shuffle buffer held up to ~8x the rows it w
 ours lets a block go once its rows are drawn and never concatenates the buffer). Arrow batches
 decode straight into padded arrays (``teacher.codec.decode_arrays``), with no per-row Python
 objects. Ray Data gets a CPU cap of its own and a no-progress timeout, so a starved pipeline
-fails loudly instead of hanging (DESIGN: deadlock). All of this runs in a Ray task beside the
+fails loudly instead of hanging (../shared/DESIGN.md: the Ray Data deadlock). All of this runs in a Ray task beside the
 trial (``wbvb.batch_maker``), not in the trial's process: the trial takes ready batches.
 """
 from __future__ import annotations
@@ -21,10 +21,12 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from wbvb import storage
-from wbvb.prefetch import prefetch
-from wbvb.shuffle import RowCutter, batch_rng, shard_order, shuffled_batches
-from wbvb.teacher.codec import as_tensors, decode_arrays
-from wbvb.teacher.schema import columns_for, shard_paths
+from wbvb.feed.batch_maker import remote_batches, request
+from wbvb.feed.prefetch import prefetch
+from wbvb.feed.shard_source import TeacherShardSource
+from wbvb.feed.shuffle import RowCutter, batch_rng, shard_order, shuffled_batches
+from wbvb.store.codec import as_tensors, decode_arrays
+from wbvb.store.schema import columns_for, shard_paths
 
 
 BLOCK_BYTES = 4 << 20  # a trial holds a few blocks (prefetch, the batcher's copy), whatever the store size
@@ -48,7 +50,7 @@ def configure_data_context(data_cpus: float, stall_timeout_s: float) -> None:
 
 # Arrow blocks read ahead of the batches, by size: small projected columns (black_box) run whole
 # epochs ahead, so each epoch's Ray Data execution ends early instead of polling for the whole
-# epoch (its scheduling loop cost the trial's process ~2 s of CPU per 30 s of training); large
+# epoch (its scheduling loop costs the reading process CPU for as long as it runs); large
 # white-box blocks stay a few. Whatever the store's size, a trial holds at most this much ahead.
 READ_AHEAD_BYTES = 32 << 20
 
@@ -81,16 +83,12 @@ class ShardStream:
         """Start making the batches of epochs [first_epoch, end_epoch) now (call this before loading
         models): ``batches`` asked for the same takes them, and the first ones are ready when
         training begins."""
-        from wbvb.batch_maker import request
-
         if self._made is None:
             self._made = ((first_epoch, end_epoch, seed, skip), request(self, first_epoch, end_epoch, seed, skip))
 
     def dataset(self, order: Optional[list[int]] = None):
         """The shards (all, or those at ``order``'s indices, in that order) as a lazy Ray Dataset."""
         import ray.data
-
-        from wbvb.shard_source import TeacherShardSource
 
         configure_data_context(self.data_cpus, self.stall_timeout_s)
         order = range(len(self.paths)) if order is None else order
@@ -103,8 +101,6 @@ class ShardStream:
         (``local_batches``' work, in another process); closing this generator cancels the task.
         ``skip``: micro-batches of ``first_epoch`` already trained (a mid-epoch resume)."""
         import ray
-
-        from wbvb.batch_maker import remote_batches, request
 
         made, self._made = self._made, None
         asked = (first_epoch, end_epoch, seed, skip)

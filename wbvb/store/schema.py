@@ -9,13 +9,14 @@ is never read.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from wbvb import storage
-from wbvb.teacher.codec import decode_batch
+from wbvb.store.codec import decode_batch
 
 # 2: narrow ids, lower-triangular attention, optional answer-only rows, int8 hidden
 # 3: bit-packed ids; optional gaps8 log-probs, int8 hidden with float32 outliers, cube-root attention
@@ -57,10 +58,6 @@ def decode_row(row: dict, manifest: dict) -> dict:
     return out
 
 
-def write_json_atomic(path: Path | str, data: dict) -> None:
-    storage.write_bytes_atomic(path, json.dumps(data, indent=1, sort_keys=True).encode())
-
-
 def read_manifest(data_dir: Path | str) -> dict:
     """The manifest of a store folder (local path or URI), checked for this format version."""
     path = storage.join(storage.location(data_dir), MANIFEST)
@@ -80,3 +77,25 @@ def read_manifest(data_dir: Path | str) -> dict:
 def shard_paths(data_dir: Path | str, manifest: dict) -> list[Path | str]:
     d = storage.location(data_dir)
     return [storage.join(d, s["file"]) for s in manifest["shards"]]
+
+
+@dataclass
+class TeacherDims:
+    """What a student aligns to, as the manifest records it: the teacher's depth, width and heads,
+    and which of its blocks the store keeps, at which strides."""
+
+    hidden_size: int = 0
+    hidden_stride: int = 1
+    attention_stride: int = 1
+    hidden_layers: tuple[int, ...] = ()  # stored teacher blocks, in the order of the batch's layer axis
+    attention_layers: tuple[int, ...] = ()
+    num_layers: int = 0  # the teacher's decoder blocks
+    heads: int = 0  # the teacher's attention heads
+
+    @classmethod
+    def from_manifest(cls, manifest: dict) -> "TeacherDims":
+        cols = manifest["columns"]
+        return cls(hidden_size=cols["hidden"]["dim"], hidden_stride=manifest["strides"]["hidden"],
+                   attention_stride=manifest["strides"]["attention"],
+                   hidden_layers=tuple(cols["hidden"]["layers"]), attention_layers=tuple(cols["attention"]["layers"]),
+                   num_layers=manifest["teacher_num_layers"], heads=cols["attention"]["heads"])

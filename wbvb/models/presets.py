@@ -14,6 +14,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from wbvb.config import TaskConfig
+from wbvb.tasks import TASK_NAMES, load_all, load_examples, task_identity
+from wbvb.tasks.quickstart import GENERATOR_VERSION  # the tokenizer is trained on task text
+
 PRESET_FORMAT = 1
 SPECIAL_TOKENS = {"pad": "<pad>", "bos": "<s>", "eos": "</s>", "unk": "<unk>"}
 
@@ -23,9 +27,6 @@ def is_preset(name: str) -> bool:
 
 
 def _preset_key(preset_cfg, tasks=()) -> str:
-    from wbvb.tasks import task_identity
-    from wbvb.tasks.quickstart import GENERATOR_VERSION  # the tokenizer is trained on task text
-
     fields = dataclasses.asdict(preset_cfg)
     if preset_cfg.corpus == "quickstart":
         fields.pop("corpus")  # keys of presets built before the option existed stay valid
@@ -38,16 +39,11 @@ def _preset_key(preset_cfg, tasks=()) -> str:
 
 def _tasks_corpus(tasks) -> list[str]:
     """Train-split text of the configured tasks (real tasks need their own words in the vocabulary)."""
-    from wbvb.tasks import load_all
-
     return [ex.prompt + ex.answer for ex in load_all(tasks, "train")]
 
 
 def _corpus() -> list[str]:
     """Text of every quickstart family (fixed seed, both splits) to train the tokenizer on."""
-    from wbvb.tasks import TASK_NAMES, load_examples
-    from wbvb.config import TaskConfig
-
     text = []
     for name in TASK_NAMES:
         for split in ("train", "eval"):

@@ -6,7 +6,7 @@ boundary (``prompt_len``) is exact.
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -71,6 +71,16 @@ def _pad_stack(tensors: Iterable[torch.Tensor], key: str) -> torch.Tensor:
         else:
             out[i, : t.shape[0]] = t
     return out
+
+
+class BatchSource(Protocol):
+    """Batches of epochs [first_epoch, end_epoch) in an order fixed by (seed, epoch), as (epoch, batch);
+    ``skip`` micro-batches of the first epoch are left out (a mid-epoch resume). A source whose
+    ``runs_ahead`` is true makes its batches ahead in another process; any other gets a reader thread."""
+
+    num_rows: int
+
+    def batches(self, first_epoch: int, end_epoch: int, seed: int, skip: int = 0) -> Iterable[tuple[int, dict]]: ...
 
 
 def batched(items: Sequence, size: int):

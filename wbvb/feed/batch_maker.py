@@ -2,16 +2,15 @@
 
 Reading through Ray Data, the row shuffle and decoding are Python and NumPy work. In a thread of the
 trial's own process they compete with the training loop for the GIL at every torch op (each op
-lets it go and takes it back): the loop spent ~1.5 s of 30 waiting, and ran ~10 % slower
-(benchmarks/README.md, "Training engine"). In another process the trial's share is one
-``ray.get`` per group of batches. The batch-making task:
+lets it go and takes it back), which slows the loop measurably (benchmarks/README.md, "Training
+engine"). In another process the trial's share is one ``ray.get`` per group of batches. The batch-making task:
 
 - is a streaming-generator task, not an actor: it runs in one of the node's pooled Ray workers,
   which are already up, with Ray Data and wbvb imported by earlier tasks, so a trial's first batch
-  is ready in ~0.15 s (an actor always gets a fresh process: 1.2-1.7 s to its first batch);
+  comes without a process start (an actor always gets a fresh process, and imports everything anew);
 - runs on the trial's node, so batches go through the node's shared-memory object store, never
   the network, and arrive as NumPy arrays without a copy (tensors here, sharing that memory);
-- never imports torch (decoding is NumPy), so a worker new to it is ready in about a second;
+- never imports torch (decoding is NumPy), so a worker new to it starts quickly;
 - asks for no CPU: its work is the trial's own data work moved out of the trial's process (Ray
   Data's read tasks keep their own cap, ``sweep.data_cpus``); it is never retried (a retry would
   make the stream again from its start);
@@ -30,6 +29,8 @@ import functools
 from typing import Iterator
 
 import numpy as np
+
+from wbvb.store.codec import as_tensors
 
 # Made and not yet taken: at most AHEAD groups of batches, each up to GROUP_BYTES or one batch
 # (white-box batches run to 100s of MiB: two of them, as the trial's reader thread held before).
@@ -81,8 +82,6 @@ def remote_batches(refs) -> Iterator[tuple[int, dict]]:
     the task is cancelled if this generator is closed before the stream's end."""
     import ray
     from ray.exceptions import RayError, RayTaskError
-
-    from wbvb.teacher.codec import as_tensors
 
     done = False
     try:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from wbvb.teacher import compress
+from wbvb.store import compress
 
 if TYPE_CHECKING:
     import torch

@@ -2,21 +2,21 @@
 
 Run in its own process by tests/test_trainer_resume.py: DeepSpeed initialises torch.distributed for
 the whole process. Prints one JSON line: both runs' comparable metrics and the resume position.
-python tests/deepspeed_resume_run.py CONFIG_JSON OUT_DIR
+python tests/support/deepspeed_resume_run.py CONFIG_JSON OUT_DIR
 """
 import json
 import sys
 from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parent.parent)]  # the helpers, and this checkout's wbvb
+sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[2])]  # the helpers, and this checkout's wbvb
 
 from resume_runs import comparable, interrupt, resume, uninterrupted  # noqa: E402
 
-from wbvb.batches import ExampleSource  # noqa: E402
+from wbvb.feed.batches import ExampleSource  # noqa: E402
 from wbvb.config import config_from_dict  # noqa: E402
-from wbvb.models import load_tokenizer, resolve_model_paths  # noqa: E402
+from wbvb.models.load import load_tokenizer, resolve_model_paths  # noqa: E402
 from wbvb.tasks import load_all  # noqa: E402
-from wbvb.trainer import Trainer  # noqa: E402
+from wbvb.train.trainer import Trainer  # noqa: E402
 
 
 def main() -> None:

@@ -11,8 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from wbvb.kd import topk_kd_loss  # noqa: F401  (the KD term lives in its own module)
-from wbvb.mapping import HeadMap, head_map
+from wbvb.train.alignment import HeadMap, head_map
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -79,11 +78,6 @@ def hidden_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, proj
     return _masked_mean(per_pos, mask)
 
 
-def map_heads(student_attn: torch.Tensor, teacher_attn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bring both maps to one head count by averaging heads in equal groups."""
-    return head_map("grouped", [], student_attn.size(1), teacher_attn.size(1)).apply(student_attn, teacher_attn)
-
-
 def _row_kl(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """KL(teacher row || student row) per query row, each renormalised over its masked keys."""
     s = s * mask
@@ -143,6 +137,6 @@ def weighted_parts(parts: dict[str, torch.Tensor], weights, policy: str = "none"
     return {k: getattr(weights, WEIGHT_OF[k]) * scales[k] * v for k, v in parts.items()}
 
 
-def combine(distill_type: str, parts: dict[str, torch.Tensor], weights, policy: str = "none") -> torch.Tensor:
+def combine(parts: dict[str, torch.Tensor], weights, policy: str = "none") -> torch.Tensor:
     """L = alpha*task + beta*KD + gamma_hidden*hidden + gamma_attention*attention (as the type uses)."""
     return sum(weighted_parts(parts, weights, policy).values())

@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import torch
 
 from wbvb import storage
-from wbvb.teacher.codec import BadValues, decode_batch
-from wbvb.teacher.schema import BASE_COLUMNS, MANIFEST, SIGNAL_COLUMNS, TeacherDataError, arrow_schema, read_manifest
+from wbvb.store.codec import BadValues, decode_batch
+from wbvb.store.schema import BASE_COLUMNS, MANIFEST, SIGNAL_COLUMNS, TeacherDataError, arrow_schema, read_manifest
 
 SUM_TOL = 1e-2  # fp16/bf16 rounding of up to a few hundred attention probabilities or top-k masses
 

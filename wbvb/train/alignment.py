@@ -11,14 +11,22 @@ from dataclasses import dataclass
 
 import torch
 
-from wbvb.config import SIGNALS_BY_TYPE, ConfigError
+from wbvb.config import ConfigError
+from wbvb.distill_types import signals_of
+from wbvb.models.load import num_blocks
 
 
-def _resolve(index: int, num_layers: int, what: str) -> int:
+def resolve_block(index: int, num_layers: int, what: str) -> int:
+    """A config block index (negative counts from the end) as a non-negative one."""
     j = index + num_layers if index < 0 else index
     if not 0 <= j < num_layers:
         raise ConfigError(f"{what}: block {index} does not exist in a {num_layers}-block model")
     return j
+
+
+def resolve_layers(layers: list[int], num_layers: int, what: str) -> list[int]:
+    """Config layer indices (teacher_data.hidden_layers, ...) -> sorted unique block indices."""
+    return sorted({resolve_block(i, num_layers, f"teacher_data.{what}") for i in layers})
 
 
 def layer_pairs(mode: str, pairs: list[list[int]], student_layers: int, teacher_layers: int,
@@ -34,8 +42,8 @@ def layer_pairs(mode: str, pairs: list[list[int]], student_layers: int, teacher_
         # floor(x + 0.5): Python's round() rounds halves to even, which would skew the spacing
         return [(i, int((i + 1) * teacher_layers / student_layers + 0.5) - 1) for i in range(student_layers)]
     if mode == "explicit":
-        out = [(_resolve(s, student_layers, f"{what}_pairs (student)"),
-                _resolve(t, teacher_layers, f"{what}_pairs (teacher)")) for s, t in pairs]
+        out = [(resolve_block(s, student_layers, f"{what}_pairs (student)"),
+                resolve_block(t, teacher_layers, f"{what}_pairs (teacher)")) for s, t in pairs]
         if len({s for s, _ in out}) != len(out):
             raise ConfigError(f"{what}_pairs: each student block may appear once, got {pairs}")
         return out
@@ -101,22 +109,22 @@ def head_map(mode: str, groups: list[list[int]], student_heads: int, teacher_hea
 
 def check_stored_layers(cfg, student_layers: int, teacher_layers: int) -> None:
     """At sweep start: every mapped teacher block must be among the blocks the store keeps."""
-    from wbvb.teacher.generate import resolve_layers
-
     al, td = cfg.alignment, cfg.teacher_data
-    signals = {s for t in cfg.sweep.distill_types for s in SIGNALS_BY_TYPE[t]}
+    signals = signals_of(cfg.sweep.distill_types)
     for kind, key in (("hidden", "hidden_layers"), ("attention", "attention_layers")):
         if kind not in signals:
             continue
         pairs = layer_pairs(getattr(al, f"{kind}_map"), getattr(al, f"{kind}_pairs"), student_layers,
                             teacher_layers, f"alignment.{kind}")
-        try:
-            stored = resolve_layers(getattr(td, key), teacher_layers, key)
-        except ValueError as exc:
-            raise ConfigError(str(exc)) from exc
+        stored = resolve_layers(getattr(td, key), teacher_layers, key)
         missing = missing_layers(pairs, stored)
         if missing:
             needed = sorted({t for _, t in pairs})
             raise ConfigError(
                 f"alignment.{kind}_map={getattr(al, f'{kind}_map')} maps student blocks to teacher blocks {needed}, "
                 f"but teacher_data.{key} stores only {stored} (missing {missing}); set teacher_data.{key}={needed}")
+
+
+def check_alignment_layers(cfg, teacher_path: str, student_path: str) -> None:
+    """Before any teacher data is made: the blocks the alignment maps must be ones the store keeps."""
+    check_stored_layers(cfg, num_blocks(student_path), num_blocks(teacher_path))

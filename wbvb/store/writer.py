@@ -14,7 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from wbvb import storage
-from wbvb.teacher.schema import MANIFEST, TENSOR_COLUMNS, arrow_schema, write_json_atomic
+from wbvb.store.schema import MANIFEST, TENSOR_COLUMNS, arrow_schema
+from wbvb.storage import write_json_atomic
 
 
 def write_shard(path: Path | str, rows: list[dict]) -> None:

@@ -11,16 +11,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from wbvb.config import ConfigError, config_from_dict, is_uri
-from wbvb.teacher import PreparedTeacher, prepare
+import ray
+
+from wbvb.config import ConfigError, config_from_dict
+from wbvb.storage import is_uri
+from wbvb.teacher.prepare import PreparedTeacher, prepare
 
 RUNTIME_ENV = {"env_vars": {"TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}}
 
 
 def connect(address: str) -> None:
     """Join the cluster at ``address`` (auto | HOST:PORT | ray://...), unless this process already has."""
-    import ray
-
     if not ray.is_initialized():
         ray.init(address=address, runtime_env=RUNTIME_ENV, log_to_driver=True)
 
@@ -32,16 +33,12 @@ def stage_resources(cfg) -> dict:
 
 def _prepare_task(cfg_dict: dict, force: bool) -> dict:
     prep = prepare(config_from_dict(cfg_dict), force=force)
-    import ray
-
     return {"teacher_path": prep.teacher_path, "student_path": prep.student_path, "data_dir": str(prep.data_dir),
             "manifest": prep.manifest, "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
 
 
 def prepare_on_cluster(cfg, force: bool = False) -> tuple[PreparedTeacher, dict]:
     """Run the teacher stage as a Ray task (Ray must be connected); return its result and where it ran."""
-    import ray
-
     path = cfg.teacher_data.path
     if not is_uri(path) and not Path(path).expanduser().is_absolute():
         raise ConfigError(f"teacher_data.path '{path}' is relative, but on a cluster the teacher "

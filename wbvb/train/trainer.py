@@ -1,4 +1,4 @@
-"""One training run of a causal LM for one distill type and seed.
+"""One training run of a causal LM for one distill type and seed: the loop, checkpoints, logging.
 
 The same loop fine-tunes the quickstart teacher (``sft`` on in-memory examples) and trains
 every student trial (any distill type on streamed teacher shards). A run is a plain PyTorch
@@ -7,83 +7,29 @@ loop, or a DeepSpeed engine when ``training.use_deepspeed`` is set (one process,
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
-import random
-import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Optional, Protocol
+from typing import Callable, Iterator, Optional
 
-import numpy as np
 import torch
-from torch import nn
+from torch.utils.tensorboard import SummaryWriter
 
-from wbvb import losses
-from wbvb.capture import Capture
-from wbvb.config import SIGNALS_BY_TYPE, ConfigError
-from wbvb.evaluate import accuracy_metrics, evaluate
-from wbvb.prefetch import prefetch
-from wbvb.mapping import head_map, layer_pairs, missing_layers, stored_index
-
-
-class BatchSource(Protocol):
-    """Batches of epochs [first_epoch, end_epoch) in an order fixed by (seed, epoch), as (epoch, batch);
-    ``skip`` micro-batches of the first epoch are left out (a mid-epoch resume). A source whose
-    ``runs_ahead`` is true makes its batches ahead in another process; any other gets a reader thread."""
-
-    num_rows: int
-
-    def batches(self, first_epoch: int, end_epoch: int, seed: int, skip: int = 0) -> Iterable[tuple[int, dict]]: ...
+from wbvb.config import ConfigError
+from wbvb.feed.batches import BatchSource
+from wbvb.feed.prefetch import prefetch
+from wbvb.models.load import load_model, pick_device, real_vocab_size
+from wbvb.store.schema import TeacherDims
+from wbvb.train.evaluate import accuracy_metrics, evaluate
+from wbvb.train.setup import (accumulation_steps, autocast_dtype, deepspeed_config, free_port, micro_batch_size,
+                              rng_states, seed_everything, set_rng_states)
+from wbvb.train.student import PROJECTORS_FILE, StudentLoss
 
 
 class NonFiniteLossError(RuntimeError):
     pass
-
-
-PROJECTORS_FILE = "hidden_projectors.pt"  # beside the saved student: {student block: Linear state}
-
-
-@dataclass
-class TeacherDims:
-    """What the student must align to (from the teacher data manifest)."""
-
-    hidden_size: int = 0
-    hidden_stride: int = 1
-    attention_stride: int = 1
-    hidden_layers: tuple[int, ...] = ()  # stored teacher blocks, in the order of the batch's layer axis
-    attention_layers: tuple[int, ...] = ()
-    num_layers: int = 0  # the teacher's decoder blocks
-    heads: int = 0  # the teacher's attention heads
-
-    @classmethod
-    def from_manifest(cls, manifest: dict) -> "TeacherDims":
-        cols = manifest["columns"]
-        return cls(hidden_size=cols["hidden"]["dim"], hidden_stride=manifest["strides"]["hidden"],
-                   attention_stride=manifest["strides"]["attention"],
-                   hidden_layers=tuple(cols["hidden"]["layers"]), attention_layers=tuple(cols["attention"]["layers"]),
-                   num_layers=manifest["teacher_num_layers"], heads=cols["attention"]["heads"])
-
-
-class StudentBundle(nn.Module):
-    """The student plus its hidden-state projectors (one per mapped student block), trained and
-    checkpointed as one module; ``capture`` (when set) collects what the alignment losses read."""
-
-    def __init__(self, student: nn.Module, projectors: Optional[nn.ModuleDict], capture: Optional[Capture] = None):
-        super().__init__()
-        self.student = student
-        self.projectors = projectors
-        self.capture = capture
-
-    def forward(self, input_ids, attention_mask):
-        """(logits, hidden states by student block, attention probabilities by student block)."""
-        if self.capture is None:
-            return self.student(input_ids=input_ids, attention_mask=attention_mask).logits, {}, {}
-        with self.capture:
-            logits = self.student(input_ids=input_ids, attention_mask=attention_mask).logits
-        return logits, dict(self.capture.hidden), dict(self.capture.attentions)
 
 
 @dataclass
@@ -119,92 +65,14 @@ class PhaseClock:
             self.add(phase, time.perf_counter() - start)
 
 
-def rng_states() -> dict:
-    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def set_rng_states(states: dict) -> None:
-    random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
-    torch.set_rng_state(states["torch"])
-    if states.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("training.device is 'cuda' but no CUDA device is visible; set training.device=cpu")
-    return torch.device(name)
-
-
-def micro_batch_size(tr, distill_type: str) -> int:
-    """White-box trials carry hidden/attention tensors: they may use a smaller micro-batch."""
-    whitebox = {"hidden", "attention"} & set(SIGNALS_BY_TYPE[distill_type])
-    return (tr.whitebox_batch_size or tr.batch_size) if whitebox else tr.batch_size
-
-
-def accumulation_steps(tr, distill_type: str) -> int:
-    """Micro-batches per optimizer step, so every type reaches the same effective batch."""
-    return (tr.effective_batch_size or tr.batch_size) // micro_batch_size(tr, distill_type)
-
-
-def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
-    """None for fp32; bf16 where the GPU supports it, else fp16 (which needs a GradScaler)."""
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return None
-    if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if precision == "bf16" else torch.float16
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _deepspeed_config(path: str, tr, lr: float, distill_type: str) -> dict:
-    """Read a DeepSpeed JSON and fill its "auto" values from wbvb's training config."""
-    cfg = json.loads(Path(path).expanduser().read_text())
-    micro, accum = micro_batch_size(tr, distill_type), accumulation_steps(tr, distill_type)
-    fill = {"train_micro_batch_size_per_gpu": micro, "gradient_accumulation_steps": accum,
-            "train_batch_size": micro * accum, "gradient_clipping": tr.grad_clip}
-    for k, v in fill.items():
-        if cfg.get(k, "auto") == "auto":
-            cfg[k] = v
-    params = cfg.get("optimizer", {}).get("params", {})
-    for k, v in {"lr": lr, "weight_decay": tr.weight_decay}.items():
-        if params.get(k) == "auto":
-            params[k] = v
-    for section in ("bf16", "fp16"):
-        if isinstance(cfg.get(section), dict) and cfg[section].get("enabled") == "auto":
-            cfg[section]["enabled"] = torch.cuda.is_available() and (
-                section == "bf16") == torch.cuda.is_bf16_supported()
-    return cfg
-
-
 class Trainer:
     """Trains one model for one distill type; reports one metrics dict per epoch."""
 
     def __init__(self, cfg, distill_type: str, seed: int, model_path: str, tokenizer,
                  teacher: TeacherDims | None = None, tb_dir: Optional[str] = None, lr: Optional[float] = None,
                  epochs: Optional[int] = None):
-        from wbvb.models import load_model, real_vocab_size
-
         self.cfg, self.tr, self.weights = cfg, cfg.training, cfg.loss
         self.distill_type, self.seed = distill_type, seed
-        self.signals = SIGNALS_BY_TYPE[distill_type]
         self.tokenizer = tokenizer
         self.teacher = teacher or TeacherDims()
         self.lr = lr if lr is not None else self.tr.lr
@@ -213,24 +81,10 @@ class Trainer:
         seed_everything(seed)
         student = load_model(model_path)
         self.vocab = real_vocab_size(tokenizer)
-        self.hidden_pairs = self._pairs("hidden", student.config.num_hidden_layers)
-        self.attention_pairs = self._pairs("attention", student.config.num_hidden_layers)
-        self.head_map = None
-        if self.attention_pairs:
-            al = cfg.alignment
-            self.head_map = head_map(al.head_map, al.head_groups, student.config.num_attention_heads,
-                                     self.teacher.heads)
-        projectors = None
-        if self.hidden_pairs and self.weights.hidden_loss != "cka":
-            projectors = nn.ModuleDict({str(s): nn.Linear(student.config.hidden_size, self.teacher.hidden_size)
-                                        for s, _ in self.hidden_pairs})
-        capture = None
-        if self.hidden_pairs or self.attention_pairs:  # black-box and sft trials capture nothing
-            capture = Capture(student, [s for s, _ in self.hidden_pairs], [s for s, _ in self.attention_pairs])
-        self.bundle = StudentBundle(student, projectors, capture).to(self.device)
+        self.loss = StudentLoss(cfg, distill_type, self.teacher, student.config, self.vocab)
+        self.bundle = self.loss.bundle(student).to(self.device)
         self.writer, self.tb_dir = None, tb_dir
         if tb_dir:
-            from torch.utils.tensorboard import SummaryWriter
             self.writer = SummaryWriter(tb_dir)
         self.engine = None
         self.global_step = 0  # optimizer steps
@@ -246,22 +100,6 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
 
     # ---- setup ---------------------------------------------------------------------------
-    def _pairs(self, kind: str, student_layers: int) -> list[tuple[int, int]]:
-        """(student block, index on the batch's layer axis) for one alignment signal, or []."""
-        if kind not in self.signals:
-            return []
-        al, stored = self.cfg.alignment, list(getattr(self.teacher, f"{kind}_layers"))
-        if not self.teacher.num_layers or not stored:
-            raise ConfigError(f"{self.distill_type} aligns {kind} states but the teacher data names no stored "
-                              f"{kind} layers or teacher depth; regenerate it (python -m wbvb.teacher)")
-        pairs = layer_pairs(getattr(al, f"{kind}_map"), getattr(al, f"{kind}_pairs"), student_layers,
-                            self.teacher.num_layers, f"alignment.{kind}")
-        missing = missing_layers(pairs, stored)
-        if missing:
-            raise ConfigError(f"alignment.{kind}: teacher blocks {missing} are mapped but teacher_data.{kind}_layers "
-                              f"stores only {stored}; add them to teacher_data.{kind}_layers")
-        return [(s, stored_index(t, stored)) for s, t in pairs]
-
     def _setup_optimisation(self, steps_per_epoch: int) -> None:
         total = max(1, steps_per_epoch * self.epochs)
         warmup = int(self.tr.warmup_ratio * total)
@@ -281,8 +119,8 @@ class Trainer:
 
             for k, v in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1"}.items():
                 os.environ.setdefault(k, v)
-            os.environ.setdefault("MASTER_PORT", str(_free_port()))  # one port per trial process
-            ds_cfg = _deepspeed_config(self.tr.deepspeed_config, self.tr, self.lr, self.distill_type)
+            os.environ.setdefault("MASTER_PORT", str(free_port()))  # one port per trial process
+            ds_cfg = deepspeed_config(self.tr.deepspeed_config, self.tr, self.lr, self.distill_type)
             optimizer = None
             if "optimizer" not in ds_cfg:
                 optimizer = torch.optim.AdamW(groups, lr=self.lr)
@@ -297,30 +135,7 @@ class Trainer:
 
     # ---- one step --------------------------------------------------------------------------
     def _loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        dev = self.device
-        ids, mask, ans = (batch[k].to(dev) for k in ("input_ids", "attention_mask", "answer_mask"))
-        model = self.engine or self.bundle
-        w = self.weights
-        logits, hidden, attn = model(ids, mask)
-        parts = {"task": losses.task_loss(logits[..., :self.vocab], ids, ans)}
-        if "topk" in self.signals and w.beta > 0:
-            parts["kd"] = losses.topk_kd_loss(logits, batch["topk_ids"].to(dev), batch["topk_logprobs"].to(dev), ans,
-                                              w.temperature, w.kd_divergence, w.jsd_beta, w.kd_tail_bucket,
-                                              self.vocab, w.kd_chunk_positions)
-        if self.hidden_pairs:
-            teacher_hidden = batch["hidden"].to(dev)
-            projectors = self.bundle.projectors
-            parts["hidden"] = torch.stack([
-                losses.hidden_loss(hidden[s], teacher_hidden[:, j], projectors[str(s)] if projectors else None, mask,
-                                   self.teacher.hidden_stride, w.hidden_loss) for s, j in self.hidden_pairs]).mean()
-        if self.attention_pairs:
-            teacher_attn = batch["attention"].to(dev)
-            rows = batch.get("attention_row_mask")  # present when the store kept answer rows only
-            parts["attention"] = torch.stack([
-                losses.attention_loss(attn[s], teacher_attn[:, j], mask, self.teacher.attention_stride,
-                                      self.head_map, w.attention_loss, rows) for s, j in self.attention_pairs]).mean()
-        weighted = losses.weighted_parts(parts, w, w.balancing)
-        return sum(weighted.values()), {**parts, **{f"{k}_weighted": v for k, v in weighted.items()}}
+        return self.loss(self.engine or self.bundle, self.bundle.projectors, batch, self.device)
 
     def _forward_loss(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The forward pass under autocast (bf16/fp16 on CUDA); the losses themselves are fp32."""
@@ -431,7 +246,6 @@ class Trainer:
         set_rng_states(state["rng"])
         self.global_step = state["global_step"]
         if self.writer is not None:  # TensorBoard drops what the stopped run logged after the checkpoint
-            from torch.utils.tensorboard import SummaryWriter
             self.writer.close()
             self.writer = SummaryWriter(self.tb_dir, purge_step=self.global_step + 1)
         self.start_epoch, self.start_micro = position["epoch"], position["micro_batches"]

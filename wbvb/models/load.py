@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 
-from wbvb.config import SIGNALS_BY_TYPE, ConfigError
-from wbvb.presets import ensure_preset, is_preset
+import torch
+
+from wbvb.config import ConfigError
+from wbvb.distill_types import DISTILL, TEXT_ONLY_TYPES
+from wbvb.models.presets import ensure_preset, is_preset
 
 
 def resolve_model_paths(cfg) -> dict[str, str]:
@@ -38,7 +41,6 @@ def load_tokenizer(path: str):
 def load_model(path: str, dtype=None):
     """Load a causal LM with the fast attention kernel; ``capture.Capture`` switches only the blocks
     whose attention probabilities are read (a student's mapped blocks, the teacher's stored ones)."""
-    import torch
     from transformers import AutoModelForCausalLM
 
     kwargs = {"dtype": dtype or torch.float32}
@@ -55,7 +57,6 @@ def real_vocab_size(tokenizer) -> int:
 
 
 PROBE_TEXT = "The quick brown fox: 12 + 30 = 42.\nAnswer: positive"
-TEXT_ONLY_TYPES = ("sft", "seq_kd")  # need no shared vocabulary: the teacher is read as text, or not at all
 
 
 def tokenizer_mismatch(teacher_tok, student_tok) -> str:
@@ -74,7 +75,7 @@ def tokenizer_mismatch(teacher_tok, student_tok) -> str:
 
 def check_tokenizers(teacher_tok, student_tok, teacher_name: str, student_name: str, distill_types) -> None:
     """Token-level KD and hidden/attention alignment need one vocabulary and one tokenization."""
-    needs_teacher = [t for t in distill_types if SIGNALS_BY_TYPE.get(t)]
+    needs_teacher = [t for t in distill_types if not DISTILL[t].text_only]
     if not needs_teacher:
         return
     why = tokenizer_mismatch(teacher_tok, student_tok)
@@ -96,8 +97,11 @@ def num_blocks(path: str) -> int:
         raise ConfigError(f"cannot read the model config of '{path}': {exc}") from exc
 
 
-def check_alignment_layers(cfg, teacher_path: str, student_path: str) -> None:
-    """Before any teacher data is made: the blocks the alignment maps must be ones the store keeps."""
-    from wbvb.mapping import check_stored_layers
 
-    check_stored_layers(cfg, num_blocks(student_path), num_blocks(teacher_path))
+def pick_device(name: str) -> torch.device:
+    """training.device / teacher device: auto (CUDA when visible), cpu, cuda or cuda:N."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"training.device is '{name}' but no CUDA device is visible; set training.device=cpu")
+    return torch.device(name)

@@ -1,0 +1,5 @@
+import sys
+
+from wbvb.sweep.cli import main
+
+sys.exit(main())

@@ -1,0 +1,61 @@
+"""python -m wbvb.sweep: the whole study, end to end.
+
+config -> presets/teacher fine-tune -> teacher data (reused when inputs match) -> verify ->
+Ray Tune grid of (distill type x seed) trials, each streaming shards through Ray Data ->
+results_summary.csv + aggregate table. With no arguments it runs ``sweeps/quickstart.yaml``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from wbvb.config import ConfigError, ExperimentConfig, load_config
+from wbvb.store.schema import TeacherDataError
+from wbvb.sweep.run import run_sweep
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m wbvb.sweep", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=None, help="YAML under sweeps/ (default: sweeps/quickstart.yaml)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config value, e.g. --set training.epochs=3 (repeatable)")
+    ap.add_argument("--distill-types", help="comma list, e.g. black_box,hidden_state,attention,combined")
+    ap.add_argument("--seeds", help="comma list of ints, e.g. 0,1,2")
+    ap.add_argument("--use-deepspeed", action="store_true", help="train each trial through DeepSpeed")
+    ap.add_argument("--deepspeed-config", help="DeepSpeed JSON, e.g. sweeps/ds_config_zero3.json")
+    ap.add_argument("--address", help="join a running Ray cluster: auto | HOST:PORT | ray://...")
+    ap.add_argument("--output", help="results folder (default $WBVB_OUTPUT_PATH or ./results)")
+    ap.add_argument("--resume", action="store_true",
+                    help="finish the sweep in the run folder (also automatic when its config matches)")
+    return ap
+
+
+def config_from_args(args) -> ExperimentConfig:
+    overrides = list(args.set)
+    if args.distill_types:
+        overrides.append(f"sweep.distill_types=[{args.distill_types}]")
+    if args.seeds:
+        overrides.append(f"sweep.seeds=[{args.seeds}]")
+    if args.use_deepspeed:
+        overrides.append("training.use_deepspeed=true")
+    if args.deepspeed_config:
+        overrides.append(f"training.deepspeed_config={args.deepspeed_config}")
+    if args.address:
+        overrides.append(f"sweep.address={args.address}")
+    if args.output:
+        overrides.append(f"output.dir={args.output}")
+    return load_config(args.config, overrides)
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        result = run_sweep(cfg, resume=args.resume)
+    except (ConfigError, TeacherDataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 1 if result.get("errors") else 0

@@ -1,0 +1,135 @@
+"""The sweep driver: teacher stage, then the Ray Tune grid of trials, then the analysis."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+
+import ray
+from ray import tune
+
+from wbvb import analysis
+from wbvb.config import ConfigError
+from wbvb.storage import write_json_atomic
+from wbvb.sweep.resume import should_restore
+from wbvb.sweep.run_storage import RunStorage
+from wbvb.sweep.trial import _quiet_libraries, run_trial, trial_name, trial_resources
+from wbvb.teacher.cluster import RUNTIME_ENV, connect, prepare_on_cluster
+from wbvb.teacher.prepare import prepare
+
+
+def concurrency(cfg, cluster_cpus: float) -> int:
+    """How many trials run at once so Ray Data's reads always find CPUs (../shared/DESIGN.md: the Ray Data deadlock).
+
+    Each running trial holds its CPUs and its Ray Data reads may take ``data_cpus`` outside the
+    trial's reservation; ``headroom_cpus`` stay free for the driver and Ray itself:
+    concurrent * (trial CPUs + data_cpus) + headroom_cpus <= cluster CPUs (largest trial counts).
+    """
+    sw = cfg.sweep
+    per_trial = max(trial_resources(cfg, t)["CPU"] for t in sw.distill_types) + sw.data_cpus
+    if sw.address and sw.max_concurrent_trials > 0:
+        return sw.max_concurrent_trials  # a (possibly autoscaling) cluster: its size now says little
+    if per_trial + sw.headroom_cpus > cluster_cpus + 1e-9:
+        raise ConfigError(f"a trial's CPUs ({per_trial - sw.data_cpus:g}) + sweep.data_cpus ({sw.data_cpus:g}) + "
+                          f"sweep.headroom_cpus ({sw.headroom_cpus:g}) exceed the cluster's {cluster_cpus:g} CPUs, "
+                          "so a trial's data reads could never be scheduled; lower them (on an autoscaling "
+                          "cluster, set sweep.max_concurrent_trials instead)")
+    fit = max(1, math.floor((cluster_cpus - sw.headroom_cpus) / per_trial + 1e-9))
+    return min(fit, sw.max_concurrent_trials) if sw.max_concurrent_trials > 0 else fit
+
+
+def init_ray(cfg) -> None:
+    if ray.is_initialized():
+        return
+    if cfg.sweep.address:
+        connect(cfg.sweep.address)
+    else:
+        # address="local": always a fresh local Ray, never a stray `ray start` cluster on this machine
+        ray.init(address="local", num_cpus=cfg.sweep.num_cpus or None, include_dashboard=False,
+                 runtime_env=RUNTIME_ENV, log_to_driver=True, configure_logging=True, logging_level=logging.WARNING)
+
+
+def run_sweep(cfg, resume: bool = False) -> dict:
+    """Run the whole chain for ``cfg`` (finishing an earlier run of it); return the analysis result."""
+    _quiet_libraries()
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    run_dir = cfg.run_dir  # for an object-store run, the driver's local mirror of it
+    store = RunStorage.of(cfg)
+    restore = should_restore(cfg, resume, store)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(run_dir / "config.json", cfg.to_dict())
+    analysis.write_run_meta(run_dir, cfg.to_dict())  # run.json: the run id that keys its summary rows
+    if cfg.sweep.address:  # on a cluster: the teacher stage runs on a node with teacher_data's resources
+        init_ray(cfg)
+        prep, _ = prepare_on_cluster(cfg)
+    else:
+        prep = prepare(cfg)
+    write_json_atomic(run_dir / "teacher.json", {
+        "teacher_path": prep.teacher_path, "data_dir": str(prep.data_dir),
+        "fingerprint": prep.manifest["fingerprint"], "teacher_accuracy": prep.manifest.get("teacher_accuracy", {})})
+    store.push_driver_files()  # the config is on the run URI before any trial result is
+
+    init_ray(cfg)
+    max_concurrent = concurrency(cfg, ray.cluster_resources().get("CPU", 0))
+    per_type = {t: trial_resources(cfg, t) for t in cfg.sweep.distill_types}
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, cfg_dict=cfg.to_dict(), data_dir=str(prep.data_dir),
+                             student_path=prep.student_path),
+        lambda config: tune.PlacementGroupFactory([per_type[config["distill_type"]]]))
+    n_trials = len(cfg.sweep.distill_types) * len(cfg.sweep.seeds)
+    print(f"sweep: {n_trials} trials ({', '.join(cfg.sweep.distill_types)} x seeds {cfg.sweep.seeds}), "
+          f"{max_concurrent} at a time, {per_type[cfg.sweep.distill_types[0]]} each; results in {store.describe()}",
+          flush=True)
+    if restore:
+        tuner = tune.Tuner.restore(store.tune_dir(), trainable=trainable, resume_unfinished=True,
+                                   resume_errored=True, restart_errored=False, storage_filesystem=store.fs)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"distill_type": tune.grid_search(cfg.sweep.distill_types),
+                         "seed": tune.grid_search(cfg.sweep.seeds),
+                         "loss_balancing": cfg.loss.balancing},  # recorded per trial (config/loss_balancing)
+            tune_config=tune.TuneConfig(
+                max_concurrent_trials=max_concurrent,
+                # reuse needs equal resources for every trial, and DeepSpeed wants a fresh process
+                reuse_actors=(cfg.sweep.reuse_actors and not cfg.training.use_deepspeed
+                              and len({json.dumps(r, sort_keys=True) for r in per_type.values()}) == 1),
+                trial_name_creator=lambda t: trial_name(t.config["distill_type"], t.config["seed"]),
+                trial_dirname_creator=lambda t: trial_name(t.config["distill_type"], t.config["seed"])),
+            run_config=tune.RunConfig(
+                name="tune", **store.tune_storage(), verbose=1,
+                sync_config=tune.SyncConfig(sync_artifacts=store.remote),  # the trials' TensorBoard logs
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                failure_config=tune.FailureConfig(max_failures=cfg.sweep.max_failures)),
+        )
+    hint = f"python -m wbvb.sweep {' '.join(sys.argv[1:]) if sys.argv[1:] else ''}".rstrip()
+    t0 = time.perf_counter()
+    try:
+        results = tuner.fit()
+    except KeyboardInterrupt:
+        print(f"\nsweep interrupted; finish it later with the same command (it resumes): {hint}", file=sys.stderr)
+        raise
+    tune_wall_s = time.perf_counter() - t0
+    failed = [{"trial": trial_name(r.config["distill_type"], r.config["seed"]), "error": str(r.error)}
+              for r in results if r.error]
+    write_json_atomic(run_dir / "failed_trials.json", {"failed": failed})
+    unfinished = n_trials - sum(1 for r in results if (r.metrics or {}).get("epoch") == cfg.training.epochs)
+    store.pull_results()
+    result = analysis.analyze(run_dir, expected_trials=n_trials)
+    store.push_driver_files()
+    for f in failed:
+        print(f"\ntrial {f['trial']} failed (after {cfg.sweep.max_failures} retries): {f['error'][:2000]}",
+              file=sys.stderr)
+    if unfinished > 0:
+        print(f"\n{unfinished} trial(s) did not finish; finish them with: {hint}", file=sys.stderr)
+    result["errors"] = [f["error"] for f in failed]
+    result["failed"] = failed
+    result["tune_wall_s"] = tune_wall_s  # the trials' phase alone (benchmarks/sweep_efficiency.py)
+    print(f"\nTensorBoard: tensorboard --logdir {run_dir / 'tensorboard'}")
+    if store.remote:
+        print(f"results, checkpoints and TensorBoard logs (tune/<trial>/tensorboard) are in {store.describe()}; "
+              f"the summary and analysis above were uploaded there from {run_dir}")
+    return result

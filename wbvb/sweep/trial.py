@@ -1,0 +1,110 @@
+"""The Tune function trainable: one student run (distill type x seed), reporting every epoch."""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import ray
+import torch
+from ray import tune
+
+from wbvb.config import config_from_dict
+from wbvb.distill_types import DISTILL
+from wbvb.feed.batches import ExampleSource
+from wbvb.feed.stream import ShardStream
+from wbvb.models.load import load_tokenizer
+from wbvb.storage import is_uri, location
+from wbvb.store.answers import seq_kd_examples
+from wbvb.store.schema import TeacherDims, read_manifest
+from wbvb.tasks import load_all
+from wbvb.train.setup import micro_batch_size
+from wbvb.train.trainer import Trainer
+
+
+def trial_name(distill_type: str, seed: int) -> str:
+    return f"{distill_type}-seed{seed}"
+
+
+def run_trial(config: dict, cfg_dict: dict, data_dir: str, student_path: str) -> None:
+    """Tune function trainable: one student run; reports metrics + a checkpoint every epoch."""
+    _quiet_libraries()
+    cfg = config_from_dict(cfg_dict)
+    distill_type, seed = config["distill_type"], int(config["seed"])
+    torch.set_num_threads(max(1, int(trial_resources(cfg, distill_type)["CPU"])))
+    data_dir = location(data_dir)  # a local folder or a URI (s3://, gs://): trials read one shared copy
+    manifest = read_manifest(data_dir)
+    micro_batch = micro_batch_size(cfg.training, distill_type)
+    ckpt = tune.get_checkpoint()  # a restarted trial's last checkpoint, or None
+    kind = DISTILL[distill_type]
+    if not kind.reads_answers:  # the shards' rows (and the teacher signals the type reads)
+        source = ShardStream(data_dir, manifest, kind.signals, micro_batch,
+                             cfg.sweep.data_cpus, cfg.sweep.stall_timeout_s)
+        if ckpt is None:  # a fresh trial knows its epochs: their first batches are made while it loads the models
+            source.start(0, cfg.training.epochs, seed)
+    tok = load_tokenizer(student_path)
+    dims = TeacherDims.from_manifest(manifest)
+    name = trial_name(distill_type, seed)
+    # Object-store runs: TensorBoard goes in the trial's working dir, which Tune uploads beside its results.
+    tb_dir = Path.cwd() / "tensorboard" if is_uri(cfg.output.dir) else cfg.run_dir / "tensorboard" / name
+    if kind.reads_answers:  # prompt + the teacher's generated answer, in memory
+        source = ExampleSource(seq_kd_examples(load_all(cfg.tasks, "train"), data_dir), tok,
+                               cfg.training.max_length, micro_batch)
+    trainer = Trainer(cfg, distill_type, seed, student_path, tok, dims, tb_dir=str(tb_dir))
+    eval_examples = load_all(cfg.tasks, "eval")
+
+    # The console table shows the first metrics reported: put epoch and accuracies first.
+    first = ["epoch", "val_acc"] + [f"validation_accuracy_{t.name}" for t in cfg.tasks]
+
+    node_id = ray.get_runtime_context().get_node_id()
+
+    def on_epoch_end(metrics: dict, epoch: int) -> None:
+        ordered = {k: metrics[k] for k in first if k in metrics} | metrics | {"node_id": node_id}
+        with tempfile.TemporaryDirectory(prefix="wbvb-ckpt-") as d:
+            trainer.save_checkpoint(Path(d), epoch)
+            if epoch + 1 == trainer.epochs:
+                trainer.save_pretrained(Path(d) / "final_model")
+            tune.report(ordered, checkpoint=tune.Checkpoint.from_directory(d))
+
+    def on_checkpoint(progress: dict) -> None:
+        """training.checkpoint_every_steps: a mid-epoch checkpoint. Its report has no `epoch` (nothing
+        was evaluated): the analysis keeps epoch reports only; `epoch_progress` says how far it got."""
+        with tempfile.TemporaryDirectory(prefix="wbvb-ckpt-") as d:
+            trainer.save_checkpoint(Path(d))
+            tune.report(progress | {"node_id": node_id}, checkpoint=tune.Checkpoint.from_directory(d))
+
+    if ckpt is None:
+        trainer.fit(source, eval_examples, on_epoch_end=on_epoch_end, on_checkpoint=on_checkpoint)
+        return
+    with ckpt.as_directory() as d:  # a restarted trial continues where its last checkpoint was taken
+        trainer.fit(source, eval_examples, on_epoch_end=on_epoch_end, resume_from=Path(d), on_checkpoint=on_checkpoint)
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
+    logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+
+
+def trial_resources(cfg, distill_type: str) -> dict[str, float]:
+    """What one trial of ``distill_type`` reserves: the sweep's defaults, then the type's override."""
+    sw = cfg.sweep
+    o = sw.resources_by_type.get(distill_type)
+    res = {"CPU": sw.cpus_per_trial, "GPU": sw.gpus_per_trial}
+    memory = sw.memory_gb_per_trial
+    custom = dict(sw.custom_resources)
+    if o is not None:
+        res["CPU"] = o.cpus if o.cpus is not None else res["CPU"]
+        res["GPU"] = o.gpus if o.gpus is not None else res["GPU"]
+        memory = o.memory_gb if o.memory_gb is not None else memory
+        custom.update(o.custom)
+    if memory > 0:
+        res["memory"] = memory * 2**30
+    return {**res, **custom}

@@ -1,0 +1,38 @@
+"""The teacher stage in one call: presets, tokenizer check, teacher fine-tune, teacher data,
+verification and (for ``seq_kd``) the teacher's answers: everything a sweep reads."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from wbvb.distill_types import DISTILL
+from wbvb.models.load import check_tokenizers, load_tokenizer, resolve_model_paths
+from wbvb.store.schema import read_manifest
+from wbvb.store.verify import verify
+from wbvb.teacher.answers import teacher_answers
+from wbvb.teacher.finetune import finetuned_teacher
+from wbvb.teacher.generate import generate
+from wbvb.train.alignment import check_alignment_layers
+
+
+@dataclass
+class PreparedTeacher:
+    teacher_path: str
+    student_path: str
+    data_dir: Path | str  # a local folder or a URI (wbvb.storage)
+    manifest: dict
+
+
+def prepare(cfg, force: bool = False, verify_rows: int | None = None, progress: bool = False) -> PreparedTeacher:
+    """Presets, teacher fine-tune, teacher data, verification: everything a sweep reads."""
+    paths = resolve_model_paths(cfg)
+    tok = load_tokenizer(paths["teacher"])
+    check_tokenizers(tok, load_tokenizer(paths["student"]), cfg.models.teacher, cfg.models.student,
+                     cfg.sweep.distill_types)
+    check_alignment_layers(cfg, paths["teacher"], paths["student"])
+    teacher_path = finetuned_teacher(cfg, paths["teacher"], tok)
+    data_dir = generate(cfg, teacher_path, tok, force=force, progress=progress)
+    verify(data_dir, cfg.teacher_data.verify_rows if verify_rows is None else verify_rows)
+    if any(DISTILL[t].reads_answers for t in cfg.sweep.distill_types):
+        teacher_answers(cfg, teacher_path, tok, data_dir, force=force)
+    return PreparedTeacher(teacher_path, paths["student"], data_dir, read_manifest(data_dir))
