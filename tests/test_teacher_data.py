@@ -226,6 +226,22 @@ def test_truncated_and_stray_shards_are_named_and_kept(store):
     assert first.stat().st_size == len(whole) // 2
 
 
+def test_verify_warns_of_an_unlisted_parquet_file(store, capsys):
+    from wbvb.teacher.__main__ import main
+
+    data = store.data_dir
+    (data / "seq_kd_answers.parquet").write_bytes(b"")  # the seq_kd answers file is known: no warning
+    assert main(["verify", str(data)]) == 0
+    assert "warning" not in capsys.readouterr().err
+    extra = data / "old-run-part-0.parquet"
+    shutil.copy(data / store.manifest["shards"][0]["file"], extra)
+    assert main(["verify", str(data)]) == 0  # never read, so not an error
+    out = capsys.readouterr()
+    assert f"warning: {extra}: a Parquet file that {data / 'manifest.json'} does not list; it is never read" in out.err
+    assert json.loads(out.out.rsplit("verify: OK", 1)[0])["unlisted_files"] == [str(extra)]
+    assert extra.is_file()  # nothing is deleted
+
+
 def test_manifest_for_other_inputs_is_refused(tiny_cfg, store):
     manifest = store.data_dir / "manifest.json"
     data = json.loads(manifest.read_text())

@@ -6,6 +6,7 @@ expected, with the fix. Nothing is deleted or rewritten here.
 from __future__ import annotations
 
 import random
+import sys
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pyarrow.parquet as pq
 import torch
 
 from wbvb import storage
+from wbvb.store.answers import ANSWERS_FILE
 from wbvb.store.codec import BadValues, decode_batch
 from wbvb.store.schema import BASE_COLUMNS, MANIFEST, SIGNAL_COLUMNS, TeacherDataError, arrow_schema, read_manifest
 
@@ -103,6 +105,13 @@ def stray_shards(data_dir: Path | str, manifest: dict) -> list[Path | str]:
             if fnmatch(f, "shard-*.parquet") and f not in listed]
 
 
+def unlisted_parquet(data_dir: Path | str, manifest: dict) -> list[Path | str]:
+    """Parquet files other than shards that the manifest does not list (nor the seq_kd answers file)."""
+    listed = {s["file"] for s in manifest["shards"]} | {ANSWERS_FILE}
+    return [storage.join(data_dir, f) for f in storage.listdir(data_dir)
+            if f.endswith(".parquet") and not fnmatch(f, "shard-*.parquet") and f not in listed]
+
+
 def verify(data_dir: Path | str, sample_rows: int | None = 20, seed: int = 0) -> dict:
     """Check the manifest against the shards and ``sample_rows`` rows across the store (None: all)."""
     data_dir = storage.location(data_dir)
@@ -114,6 +123,10 @@ def verify(data_dir: Path | str, sample_rows: int | None = 20, seed: int = 0) ->
     if stray:
         raise TeacherDataError(f"{stray[0]}: a shard that {storage.join(data_dir, MANIFEST)} does not list, so it is "
                                "never read; it belongs to another run: move it out of this directory")
+    unlisted = unlisted_parquet(data_dir, manifest)
+    for f in unlisted:  # not a shard by name, so not an error: but the user should know it is ignored
+        print(f"warning: {f}: a Parquet file that {storage.join(data_dir, MANIFEST)} does not list; it is never "
+              "read (move it out of this directory if it was meant to be teacher data)", file=sys.stderr)
     files = [open_shard(storage.join(data_dir, s["file"]), s["rows"]) for s in manifest["shards"]]
     starts, total = [], 0
     for s in manifest["shards"]:
@@ -133,4 +146,5 @@ def verify(data_dir: Path | str, sample_rows: int | None = 20, seed: int = 0) ->
             check_row(f"{storage.join(data_dir, shard['file'])} row {r}", table.slice(j, 1), manifest)
             checked += 1
     return {"dir": str(data_dir), "shards": len(manifest["shards"]), "rows": manifest["num_rows"],
-            "rows_checked": checked, "fingerprint": manifest["fingerprint"]}
+            "rows_checked": checked, "fingerprint": manifest["fingerprint"],
+            "unlisted_files": [str(f) for f in unlisted]}
