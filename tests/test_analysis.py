@@ -69,3 +69,60 @@ def test_scoring_variants_are_not_tasks():
     df = pd.DataFrame(columns=["validation_accuracy_sst2", "validation_accuracy_norm_sst2",
                                "validation_accuracy_gsm8k", "validation_accuracy_flexible_gsm8k"])
     assert tasks_of(df) == ["sst2", "gsm8k"]
+
+
+# The earlier scripts' results_summary.csv: one row per trial x epoch, no run_id, no trial_name, no val_acc.
+# Final-epoch (2) sst2 accuracies: black_box 0.80 0.84 0.85, sft 0.75 0.78 0.78; seed 1's black_box epoch 2
+# row appears twice (an exact repeat).
+LEGACY_CSV = """distill_type,seed,epoch,train_loss,validation_accuracy_sst2,validation_accuracy_mmlu
+black_box,0,1,2.0,0.70,0.25
+black_box,0,2,1.5,0.80,0.30
+black_box,1,1,2.1,0.71,0.26
+black_box,1,2,1.4,0.84,0.28
+black_box,1,2,1.4,0.84,0.28
+black_box,2,1,2.2,0.72,0.24
+black_box,2,2,1.6,0.85,0.26
+sft,0,1,2.3,0.60,0.25
+sft,0,2,1.9,0.75,0.27
+sft,1,1,2.4,0.61,0.25
+sft,1,2,1.8,0.78,0.25
+sft,2,1,2.5,0.62,0.26
+sft,2,2,1.7,0.78,0.23
+"""
+
+
+def test_a_summary_without_run_ids_is_read_as_one_run(tmp_path, capsys):
+    from scipy import stats as sps
+
+    from wbvb.analysis.cli import main
+
+    csv = tmp_path / "results_summary.csv"
+    csv.write_text(LEGACY_CSV)
+    assert main([str(csv)]) == 0
+    out = capsys.readouterr().out
+    assert f"{csv}: no run_id column, read as one run '{tmp_path.name}': 6 trials, 12 rows " \
+           "(1 repeated rows counted once)" in out
+    agg = pd.read_csv(tmp_path / "aggregate.csv").set_index(["distill_type", "task"])
+    t2 = sps.t.ppf(0.975, 2)  # 95% two-sided, n - 1 = 2 degrees of freedom
+    for dt, mean, ss in (("black_box", 0.83, 0.0014), ("sft", 0.77, 0.0006)):  # ss: sum of squared deviations
+        row = agg.loc[(dt, "sst2")]
+        sd = math.sqrt(ss / 2)
+        assert row["n"] == 3 and row["mean"] == pytest.approx(mean)
+        assert row["std"] == pytest.approx(sd)
+        assert (row["ci_low"], row["ci_high"]) == pytest.approx((mean - t2 * sd / math.sqrt(3),
+                                                                  mean + t2 * sd / math.sqrt(3)))
+    assert agg.loc[("black_box", "mmlu"), "mean"] == pytest.approx((0.30 + 0.28 + 0.26) / 3)
+    comp = pd.read_csv(tmp_path / "comparisons.csv")
+    c = comp[(comp["distill_type"] == "black_box") & (comp["baseline"] == "sft") & (comp["task"] == "sst2")].iloc[0]
+    # paired by seed: 0.05, 0.06, 0.07 -> mean 0.06, sd 0.01
+    assert c["mean_diff"] == pytest.approx(0.06)
+    assert (c["ci_low"], c["ci_high"]) == pytest.approx((0.06 - t2 * 0.01 / math.sqrt(3), 0.06 + t2 * 0.01 / math.sqrt(3)))
+
+
+def test_a_summary_without_run_ids_refuses_two_different_rows_for_one_epoch(tmp_path, capsys):
+    from wbvb.analysis.cli import main
+
+    csv = tmp_path / "results_summary.csv"
+    csv.write_text(LEGACY_CSV + "sft,2,2,1.7,0.79,0.23\n")
+    assert main([str(csv), "--no-plots"]) == 2
+    assert f"{csv}: lines 14, 15 give sft-seed2 epoch 2 with different values" in capsys.readouterr().err

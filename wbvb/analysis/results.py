@@ -162,8 +162,49 @@ def load_summary(path: Path) -> list[Run]:
     """
     runs = summary_runs(Path(path))
     if not runs:
-        raise FileNotFoundError(f"{path}: no rows with a run_id column (write one with python -m wbvb.analysis RUN)")
+        runs = [legacy_summary_run(Path(path))]
     return runs
+
+
+LEGACY_COLUMNS = ("distill_type", "seed", "epoch")
+
+
+def legacy_summary_run(path: Path) -> Run:
+    """A summary without run ids (the earlier scripts': one row per trial x epoch) read as one run.
+
+    Its trials are named ``<distill_type>-seed<seed>`` as the sweep names them; a (trial, epoch)
+    given twice with different values is refused (which row is right cannot be known), an exact
+    repeat counts once.
+    """
+    df = pd.read_csv(path)
+    missing = [c for c in LEGACY_COLUMNS if c not in df.columns]
+    if missing or not tasks_of(df):
+        need = [*missing] + ([] if tasks_of(df) else [f"{ACC_PREFIX}<task>"])
+        raise FileNotFoundError(f"{path}: neither a run_id column nor the columns of one run's rows "
+                                f"(missing {', '.join(need)}); write a summary with python -m wbvb.analysis RUN")
+    df = df.dropna(subset=list(LEGACY_COLUMNS)).copy()  # the index stays the file's row: line = index + 2
+    df["seed"], df["epoch"] = df["seed"].astype(int), df["epoch"].astype(int)
+    if "trial_name" not in df.columns:
+        df["trial_name"] = [f"{d}-seed{s}" for d, s in zip(df["distill_type"], df["seed"])]
+    if "val_acc" not in df.columns:
+        df["val_acc"] = float("nan")  # the example-weighted mean needs example counts the file does not have
+    kept = df[~df.duplicated(keep="first")]
+    clash = kept[kept.duplicated(["trial_name", "epoch"], keep=False)]
+    if len(clash):
+        key = (clash["trial_name"].iloc[0], clash["epoch"].iloc[0])
+        lines = [str(i + 2) for i, t, e in zip(clash.index, clash["trial_name"], clash["epoch"]) if (t, e) == key]
+        raise ValueError(f"{path}: lines {', '.join(lines)} give {key[0]} epoch {key[1]} with different values; "
+                         "keep one of them")
+    repeats = len(df) - len(kept)
+    df = kept
+    folder = path.parent
+    config = _read_json(folder / "config.json")
+    run_id = _read_json(folder / RUN_FILE).get("run_id") or run_id_for(config, folder.name)
+    df.insert(0, "run_id", run_id)
+    rows = merge_rows(pd.DataFrame(), df)
+    print(f"{path}: no run_id column, read as one run '{run_id}': {rows['trial_name'].nunique()} trials, "
+          f"{len(rows)} rows{f' ({repeats} repeated rows counted once)' if repeats else ''}")
+    return Run(run_id, folder, "", rows, config, _read_json(folder / "teacher.json"))
 
 
 def summary_runs(path: Path) -> list[Run]:
