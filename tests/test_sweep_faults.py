@@ -122,3 +122,22 @@ def test_killed_workers_are_retried_from_checkpoint_then_marked_failed(fault_dic
     assert set(agg.loc[agg["distill_type"] == "sft", "n"]) == {1}  # the failed trial's epoch 2 is no final result
     report = (run / "report.md").read_text()
     assert "**Failed**" in report and "sft-seed1" in report
+
+
+def test_ctrl_c_leaves_trials_unfinished_and_the_sweep_exits_non_zero(fault_dict, tmp_path):
+    fault_dict["training"]["epochs"] = 4  # far from done when the first epoch is reported
+    config = write_config(fault_dict, tmp_path / "sweep.yaml")
+    first = tmp_path / "results" / "tiny" / "tune" / "sft-seed0"
+    log = tmp_path / "sweep.log"
+    proc = start_sweep(config, log)
+    try:
+        wait_for(lambda: epochs(first), proc, log, what="the first trial's first epoch")
+        os.kill(proc.pid, signal.SIGINT)  # Ctrl-C: Tune stops the trials gracefully and fit() returns
+        rc = proc.wait(timeout=300)
+    finally:
+        kill_group(proc)
+    out = log.read_text()
+    assert rc == 130, out[-4000:]  # not 0: the sweep did not finish
+    # seed 0 stopped mid-way, seed 1 never started (one trial at a time)
+    assert "sweep: 2 of 2 trials unfinished (0 failed, 2 interrupted or not started)" in out, out[-4000:]
+    assert max(epochs(first)) < 4

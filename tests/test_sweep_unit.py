@@ -69,3 +69,32 @@ def test_teacher_stage_resources_are_execution_settings():
     b = config_from_dict({"teacher_data": {"gpus": 1, "cpus": 8, "custom_resources": {"a100": 1}}}).to_dict()
     del a["teacher_data"]["gpus"]  # a run folder saved before these keys existed still resumes
     assert config_differences(a, b) == []
+
+
+def _tune_result(dt, seed, epoch=None, error=None):
+    """What Tune's ResultGrid holds per trial: its config, its last reported metrics, its error."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(config={"distill_type": dt, "seed": seed}, metrics={} if epoch is None else {"epoch": epoch},
+                           error=error)
+
+
+def test_an_interrupted_sweep_counts_its_unfinished_trials_and_exits_non_zero(monkeypatch):
+    from wbvb.sweep import cli
+    from wbvb.sweep.run import trial_outcomes
+
+    # Ctrl-C with 12 trials of 2 epochs: 5 done, 1 stopped after epoch 1, 6 never started (no metrics).
+    results = ([_tune_result("sft", s, 2) for s in range(5)] + [_tune_result("sft", 5, 1)]
+               + [_tune_result("black_box", s) for s in range(6)])
+    failed, unfinished = trial_outcomes(results, 12, epochs=2)
+    assert (failed, unfinished) == ([], 7)
+    # A trial that failed after reporting its last epoch is not finished either.
+    failed, unfinished = trial_outcomes(results[:5] + [_tune_result("sft", 5, 2, error=RuntimeError("boom"))], 6, 2)
+    assert failed == [{"trial": "sft-seed5", "error": "boom"}] and unfinished == 1
+
+    outcomes = iter([{"errors": [], "unfinished": 7}, {"errors": ["boom"], "unfinished": 1},
+                     {"errors": [], "unfinished": 0}])
+    monkeypatch.setattr(cli, "run_sweep", lambda cfg, resume=False: next(outcomes))
+    assert cli.main([]) == 130  # interrupted: the shell's status for Ctrl-C
+    assert cli.main([]) == 1  # a failed trial
+    assert cli.main([]) == 0  # every trial finished

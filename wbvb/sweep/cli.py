@@ -57,5 +57,15 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        return 130
-    return 1 if result.get("errors") else 0
+        return INTERRUPTED
+    return exit_status(result)
+
+
+INTERRUPTED = 130  # the shell's status for a process ended by Ctrl-C (128 + SIGINT)
+
+
+def exit_status(result: dict) -> int:
+    """0 only when every trial finished: 1 if any failed, else 130 if some were left unfinished (interrupted)."""
+    if result.get("errors"):
+        return 1
+    return INTERRUPTED if result.get("unfinished", 0) > 0 else 0

@@ -52,6 +52,17 @@ def init_ray(cfg) -> None:
                  runtime_env=RUNTIME_ENV, log_to_driver=True, configure_logging=True, logging_level=logging.WARNING)
 
 
+def trial_outcomes(results, n_trials: int, epochs: int) -> tuple[list[dict], int]:
+    """The failed trials (name, error) and how many of the ``n_trials`` did not report their last epoch.
+
+    A trial Tune never started (the sweep was interrupted first) has no result at all: it counts as unfinished.
+    """
+    failed = [{"trial": trial_name(r.config["distill_type"], r.config["seed"]), "error": str(r.error)}
+              for r in results if r.error]
+    finished = sum(1 for r in results if not r.error and (r.metrics or {}).get("epoch") == epochs)
+    return failed, n_trials - finished
+
+
 def run_sweep(cfg, resume: bool = False) -> dict:
     """Run the whole chain for ``cfg`` (finishing an earlier run of it); return the analysis result."""
     _quiet_libraries()
@@ -113,10 +124,8 @@ def run_sweep(cfg, resume: bool = False) -> dict:
         print(f"\nsweep interrupted; finish it later with the same command (it resumes): {hint}", file=sys.stderr)
         raise
     tune_wall_s = time.perf_counter() - t0
-    failed = [{"trial": trial_name(r.config["distill_type"], r.config["seed"]), "error": str(r.error)}
-              for r in results if r.error]
+    failed, unfinished = trial_outcomes(results, n_trials, cfg.training.epochs)
     write_json_atomic(run_dir / "failed_trials.json", {"failed": failed})
-    unfinished = n_trials - sum(1 for r in results if (r.metrics or {}).get("epoch") == cfg.training.epochs)
     store.pull_results()
     result = analysis.analyze(run_dir, expected_trials=n_trials)
     store.push_driver_files()
@@ -124,9 +133,12 @@ def run_sweep(cfg, resume: bool = False) -> dict:
         print(f"\ntrial {f['trial']} failed (after {cfg.sweep.max_failures} retries): {f['error'][:2000]}",
               file=sys.stderr)
     if unfinished > 0:
-        print(f"\n{unfinished} trial(s) did not finish; finish them with: {hint}", file=sys.stderr)
+        print(f"\nsweep: {unfinished} of {n_trials} trials unfinished ({len(failed)} failed, "
+              f"{unfinished - len(failed)} interrupted or not started); finish them with: {hint}", file=sys.stderr)
     result["errors"] = [f["error"] for f in failed]
     result["failed"] = failed
+    result["unfinished"] = unfinished
+    result["n_trials"] = n_trials
     result["tune_wall_s"] = tune_wall_s  # the trials' phase alone (benchmarks/sweep_efficiency.py)
     print(f"\nTensorBoard: tensorboard --logdir {run_dir / 'tensorboard'}")
     if store.remote:
