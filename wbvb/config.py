@@ -6,6 +6,7 @@ that name the key and list the valid ones, so a typo never silently falls back t
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import types
@@ -63,7 +64,7 @@ class TaskConfig:
     name: str = "sentiment"  # metric suffix: validation_accuracy_<name>
     source: str = "quickstart"  # quickstart (generated) | local (original files) | hub | jsonl | parquet
     family: str = ""  # real tasks: sst2 | mmlu | gsm8k (empty: the name)
-    path: str = ""  # local/jsonl/parquet folder; relative to the repo root; default ../shared/data/<family>
+    path: str = ""  # local/jsonl/parquet folder (relative: to the cwd); default <repo>/../shared/data/<family>
     n_train: int = 1000  # real tasks: 0 takes the whole split
     n_eval: int = 200  # real tasks: 0 takes the whole split (final evaluation)
     seed: int = 0  # sampling seed
@@ -473,6 +474,48 @@ def _apply_env_defaults(cfg: ExperimentConfig) -> None:
         cfg.output.dir = os.environ.get("WBVB_OUTPUT_PATH") or "results"
     if not cfg.models.cache_dir:
         cfg.models.cache_dir = os.environ.get("WBVB_CACHE") or str(Path.home() / ".cache" / "wbvb")
+
+
+PATH_TASK_SOURCES = ("local", "jsonl", "parquet")  # task sources whose ``path`` names a folder here
+CLUSTER_PATH_ERROR = ("teacher_data.path '{path}' is relative, but on a cluster the teacher stage runs on another "
+                      "node: give a path every node sees, e.g. --set teacher_data.path=/mnt/wbvb/teacher "
+                      "(or set WBVB_OFFLINE_DATA_PATH)")
+
+
+def _absolute(p: str, base: Path) -> str:
+    q = Path(p).expanduser()
+    return str(q if q.is_absolute() else (base / q).resolve())
+
+
+def resolve_paths(cfg: ExperimentConfig, base: Path | None = None, cluster: bool = False) -> ExperimentConfig:
+    """A copy of ``cfg`` whose local paths are absolute, relative ones taken from ``base`` (default: cwd).
+
+    The driver calls this before the config goes to any other process: a trial runs in Tune's working
+    directory and a Ray task in its worker's, so a relative path there would name another folder.
+    Covered: output.dir, teacher_data.path, models.cache_dir, training.deepspeed_config, tasks[].path and
+    models.teacher/student when they name a folder here (as ``from_pretrained`` reads them). URIs are kept.
+    ``cluster``: the teacher stage runs on another node, where a relative teacher_data.path meant nothing
+    to the user, so it is refused rather than resolved on the driver's machine.
+    """
+    base = Path(base or Path.cwd())
+    out = copy.deepcopy(cfg)
+    td_path = out.teacher_data.path
+    if cluster and not is_uri(td_path) and not Path(td_path).expanduser().is_absolute():
+        raise ConfigError(CLUSTER_PATH_ERROR.format(path=td_path))
+    for obj, key in ((out.output, "dir"), (out.teacher_data, "path")):
+        if not is_uri(getattr(obj, key)):
+            setattr(obj, key, _absolute(getattr(obj, key), base))
+    out.models.cache_dir = _absolute(out.models.cache_dir, base)
+    if out.training.deepspeed_config:
+        out.training.deepspeed_config = _absolute(out.training.deepspeed_config, base)
+    for t in out.tasks:
+        if t.path and t.source in PATH_TASK_SOURCES:
+            t.path = _absolute(t.path, base)
+    for role in ("teacher", "student"):
+        name = getattr(out.models, role)
+        if not name.startswith("preset:") and (base / Path(name).expanduser()).is_dir():
+            setattr(out.models, role, _absolute(name, base))
+    return out
 
 
 def set_dotted(data: dict, dotted: str, value: Any) -> None:

@@ -19,10 +19,14 @@ def write_config(d: dict, path: Path) -> Path:
     return path
 
 
-def start_sweep(config: Path, log: Path, *args: str) -> subprocess.Popen:
-    """The sweep as a user starts it, in its own session (so a test can kill its whole group)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.Popen([sys.executable, "-m", "wbvb.sweep", "--config", str(config), *args], cwd=ROOT,
+def start_sweep(config: Path, log: Path, *args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.Popen:
+    """The sweep as a user starts it, in its own session (so a test can kill its whole group).
+
+    ``env``: the environment to start from (default this process's); this checkout goes first on PYTHONPATH.
+    """
+    env = dict(os.environ if env is None else env)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.Popen([sys.executable, "-m", "wbvb.sweep", "--config", str(config), *args], cwd=cwd,
                             env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
 
 

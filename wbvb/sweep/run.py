@@ -12,7 +12,7 @@ import ray
 from ray import tune
 
 from wbvb import analysis
-from wbvb.config import ConfigError
+from wbvb.config import ConfigError, resolve_paths
 from wbvb.storage import write_json_atomic
 from wbvb.sweep.resume import should_restore
 from wbvb.sweep.run_storage import RunStorage
@@ -64,7 +64,12 @@ def trial_outcomes(results, n_trials: int, epochs: int) -> tuple[list[dict], int
 
 
 def run_sweep(cfg, resume: bool = False) -> dict:
-    """Run the whole chain for ``cfg`` (finishing an earlier run of it); return the analysis result."""
+    """Run the whole chain for ``cfg`` (finishing an earlier run of it); return the analysis result.
+
+    Relative paths in ``cfg`` are relative to this process's working directory: they are made absolute
+    here, once, so trials (run in Tune's working directories) and Ray tasks read and write the same folders.
+    """
+    cfg = resolve_paths(cfg, cluster=bool(cfg.sweep.address))
     _quiet_libraries()
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     run_dir = cfg.run_dir  # for an object-store run, the driver's local mirror of it

@@ -30,9 +30,12 @@ def family_of(t) -> Family:
 
 
 def data_folder(t) -> Path:
-    """The task's folder; a relative ``path`` is relative to the repo root (where sweeps/ lives)."""
-    p = Path(t.path or f"{DEFAULT_DATA_ROOT}/{family_of(t).name}").expanduser()
-    return p if p.is_absolute() else (REPO_ROOT / p).resolve()
+    """The task's folder: ``path`` (a relative one is relative to the working directory, where the
+    user ran the command: the sweep makes it absolute before its trials start), by default
+    ``../shared/data/<family>`` from the repo root (where CI keeps the data beside the clone)."""
+    if t.path:
+        return Path(t.path).expanduser().resolve()
+    return (REPO_ROOT / DEFAULT_DATA_ROOT / family_of(t).name).resolve()
 
 
 def split_names(t) -> tuple[str, str]:

@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 
-from wbvb.config import ConfigError, load_config
+from wbvb.config import ConfigError, load_config, resolve_paths
 from wbvb.storage import StorageError, location
 from wbvb.store.inspect import inspect_row, store_stats
 from wbvb.store.schema import TeacherDataError
@@ -46,7 +46,8 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.cmd == "generate":
-            cfg = load_config(args.config, args.set)
+            # paths absolute before the config reaches a Ray task (a relative store path is refused there)
+            cfg = resolve_paths(load_config(args.config, args.set), cluster=bool(args.address))
             if args.address:
                 connect(args.address)
                 prep, _ = prepare_on_cluster(cfg, force=args.force)

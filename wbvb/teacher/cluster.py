@@ -13,7 +13,7 @@ from pathlib import Path
 
 import ray
 
-from wbvb.config import ConfigError, config_from_dict
+from wbvb.config import CLUSTER_PATH_ERROR, ConfigError, config_from_dict
 from wbvb.storage import is_uri
 from wbvb.teacher.prepare import PreparedTeacher, prepare
 
@@ -41,9 +41,7 @@ def prepare_on_cluster(cfg, force: bool = False) -> tuple[PreparedTeacher, dict]
     """Run the teacher stage as a Ray task (Ray must be connected); return its result and where it ran."""
     path = cfg.teacher_data.path
     if not is_uri(path) and not Path(path).expanduser().is_absolute():
-        raise ConfigError(f"teacher_data.path '{path}' is relative, but on a cluster the teacher "
-                          "stage runs on another node: give a path every node sees, e.g. --set "
-                          "teacher_data.path=/mnt/wbvb/teacher (or set WBVB_OFFLINE_DATA_PATH)")
+        raise ConfigError(CLUSTER_PATH_ERROR.format(path=path))
     res = stage_resources(cfg)
     print(f"teacher data: running the teacher stage as a Ray task ({res['num_cpus']:g} CPU, "
           f"{res['num_gpus']:g} GPU{', ' + str(res['resources']) if res['resources'] else ''}); "
