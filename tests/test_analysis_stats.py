@@ -99,3 +99,60 @@ def test_epoch_selection_final_best_and_fixed():
     assert list(stats.select_epoch(df, "1")["val_acc"]) == [0.2]
     with pytest.raises(ValueError, match="no trial reported epoch 9"):
         stats.select_epoch(df, "9")
+
+
+def _enumerated_wilcoxon_p(counts):
+    """Reference: all 2^n sign assignments of the non-zero |differences| (midranks for ties);
+    p = share whose W+ is at least as far from n(n+1)/4 as the observed one."""
+    import itertools
+
+    d = [c for c in counts if c != 0]
+    ranks = sps.rankdata(np.abs(d))
+    centre = ranks.sum() / 2
+    observed = abs(ranks[np.array(d) > 0].sum() - centre)
+    extreme = sum(abs(sum(r for r, s in zip(ranks, signs) if s) - centre) >= observed - 1e-9
+                  for signs in itertools.product([0, 1], repeat=len(d)))
+    return extreme / 2 ** len(d)
+
+
+def test_tied_accuracy_differences_rank_as_ties():
+    # 2/872 arises from different count pairs: in floats they differ and the ranks came out 0.25
+    n_eval = 872
+    a = np.array([646, 669, 660, 605, 656]) / n_eval
+    b = np.array([644, 666, 662, 607, 654]) / n_eval
+    assert len({abs(x) for x in a - b if abs(abs(x) - 2 / n_eval) < 1e-12}) > 1  # the float trap is real
+    r = stats.paired_test(a - b)
+    assert r["p_wilcoxon"] == pytest.approx(_enumerated_wilcoxon_p([2, 3, -2, -2, 2])) == pytest.approx(0.75)
+    assert stats.paired_test(stats.exact_differences(a, b))["p_wilcoxon"] == pytest.approx(0.75)
+
+
+def test_wilcoxon_matches_the_sign_flip_enumeration_on_random_tied_counts():
+    rng = np.random.default_rng(7)
+    for _ in range(60):
+        n, n_eval = int(rng.integers(3, 10)), int(rng.choice([100, 872, 1319]))
+        base = rng.integers(0, n_eval - 8, n)
+        delta = rng.integers(-4, 5, n)  # few distinct values: ties and zeros are common
+        if not delta.any():
+            continue
+        r = stats.paired_test((base + delta) / n_eval - base / n_eval)
+        assert r["p_wilcoxon"] == pytest.approx(_enumerated_wilcoxon_p(delta), abs=1e-12), delta
+
+
+def test_wilcoxon_without_ties_is_scipys_exact_and_t_test_is_scipys():
+    rng = np.random.default_rng(8)
+    for n in (3, 5, 8, 12):
+        a, b = rng.normal(0.6, 0.05, n), rng.normal(0.6, 0.05, n)
+        r = stats.paired_test(a - b)
+        assert r["p_wilcoxon"] == pytest.approx(sps.wilcoxon(a, b, method="exact").pvalue, rel=1e-9)
+        t = sps.ttest_rel(a, b)
+        assert r["p_ttest"] == pytest.approx(t.pvalue, rel=1e-6)
+        ci = t.confidence_interval(0.95)
+        assert (r["ci_low"], r["ci_high"]) == pytest.approx((ci.low, ci.high), rel=1e-6)
+
+
+def test_wilcoxon_is_exact_with_ties_beyond_scipys_permutation_limit():
+    # scipy switches to the normal approximation for tied samples above 13 pairs; this stays exact
+    delta = np.array([3, -1, 2, 2, 3, 1, -2, 4, 2, 1, 3, 0, 2, -1, 3])
+    base = np.arange(15) * 7 + 300
+    r = stats.paired_test((base + delta) / 872 - base / 872)
+    assert r["p_wilcoxon"] == pytest.approx(_enumerated_wilcoxon_p(delta), abs=1e-12)

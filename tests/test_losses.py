@@ -66,18 +66,19 @@ def test_topk_kd_zero_when_student_matches_teacher():
     assert kd.topk_kd_loss(logits, ids, vals, answer).item() == pytest.approx(0.0, abs=1e-5)
 
 
-def test_topk_kd_temperature_scales_by_t_squared():
-    # k=2 at T=2: teacher (0.6, 0.3) tempered among themselves, its tail 0.1 kept as stored;
-    # student uniform over 4 tokens stays uniform at any T: buckets (0.25, 0.25, tail 0.5)
+def test_topk_kd_temperature_tempers_both_sides_k_plus_one_categories_alike():
+    # k=2 at T=2: teacher (0.6, 0.3, tail 0.1), student uniform over 4 tokens (0.25, 0.25, tail 0.5);
+    # each side's three masses tempered as m^(1/T) and renormalised, then T^2 * KL
     student = torch.zeros(1, 2, 4)
     ids = torch.tensor([[[0, 1], [0, 1]]])
     logp = torch.log(torch.tensor([[[0.6, 0.3], [0.6, 0.3]]]))
     answer = torch.tensor([[False, True]])
-    a, b = math.sqrt(0.6), math.sqrt(0.3)
-    pt = (0.9 * a / (a + b), 0.9 * b / (a + b), 0.1)
-    q = (0.25, 0.25, 0.5)
-    expected = 4 * sum(p * math.log(p / qi) for p, qi in zip(pt, q))  # = 1.52557
-    assert expected == pytest.approx(1.52557, rel=1e-4)
+    pt = [m ** 0.5 for m in (0.6, 0.3, 0.1)]
+    pt = [x / sum(pt) for x in pt]
+    q = [m ** 0.5 for m in (0.25, 0.25, 0.5)]
+    q = [x / sum(q) for x in q]
+    expected = 4 * sum(p * math.log(p / qi) for p, qi in zip(pt, q))
+    assert expected == pytest.approx(0.492359, rel=1e-5)
     assert kd.topk_kd_loss(student, ids, logp, answer, temperature=2.0).item() == pytest.approx(expected, rel=1e-5)
 
 

@@ -4,10 +4,14 @@ Accuracy is a fraction in [0, 1]; differences are in the same unit (0.03 = 3 poi
 Comparisons pair trials by seed (same data order and init across distill types), so the
 seed-to-seed spread shared by both arms cancels: the paired t-test is the primary test, the
 Wilcoxon signed-rank test is reported beside it as a check that does not assume normality.
+Accuracies are fractions k/N, and are compared as such: in floating point 669/872 - 665/872 and
+681/872 - 677/872 differ, which would split a tie and change the Wilcoxon ranks.
 """
 from __future__ import annotations
 
 import math
+from fractions import Fraction
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -19,6 +23,7 @@ BASELINES = ("black_box", "sft")
 MIN_SEEDS = 3
 ALPHA = 0.05
 NOT_ENOUGH = "not enough seeds"
+MAX_EXAMPLES = 10 ** 6  # an accuracy is k/N with N at most this: distinct such fractions differ by > 1e-12
 
 
 def select_epoch(df: pd.DataFrame, epoch: str | int = "final") -> pd.DataFrame:
@@ -96,8 +101,53 @@ def holm(pvalues: list[float]) -> list[float]:
     return adj
 
 
-def paired_test(diffs: np.ndarray) -> dict:
-    """Mean difference, its 95% CI, paired t and Wilcoxon p-values, Cohen's d_z for one pairing."""
+def exact_fraction(x: float | Fraction) -> Fraction:
+    """An accuracy as the fraction k/N it stands for (N <= MAX_EXAMPLES); a Fraction is kept as is."""
+    return x if isinstance(x, Fraction) else Fraction(float(x)).limit_denominator(MAX_EXAMPLES)
+
+
+def exact_differences(a: Sequence[float], b: Sequence[float]) -> list[Fraction]:
+    """Paired accuracy differences, exact: equal differences compare equal."""
+    return [exact_fraction(x) - exact_fraction(y) for x, y in zip(a, b)]
+
+
+def _doubled_midranks(values: list[Fraction]) -> list[int]:
+    """2 x the midrank of each value (ties share the mean of their ranks); integers, so exact."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    out, i = [0] * len(values), 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for m in order[i:j + 1]:
+            out[m] = (i + 1) + (j + 1)
+        i = j + 1
+    return out
+
+
+def wilcoxon_exact(diffs: Sequence[Fraction]) -> float:
+    """Two-sided exact Wilcoxon signed-rank p, ties given midranks, zero differences dropped
+    (scipy's zero_method="wilcox"): the share of the 2^n sign assignments whose W+ lies at least as
+    far from its mean as the observed one. Without ties it equals scipy's method="exact"."""
+    d = [x for x in diffs if x != 0]
+    if not d:
+        return 1.0
+    ranks = _doubled_midranks([abs(x) for x in d])
+    total, observed = sum(ranks), sum(r for r, x in zip(ranks, d) if x > 0)
+    counts = np.zeros(total + 1)  # counts[s]: sign assignments with doubled W+ = s
+    counts[0] = 1.0
+    for r in ranks:
+        counts[r:] = counts[r:] + counts[:-r].copy()
+    extreme = np.abs(2 * np.arange(total + 1) - total) >= abs(2 * observed - total)
+    return float(counts[extreme].sum() / counts.sum())
+
+
+def paired_test(diffs: Sequence[float | Fraction]) -> dict:
+    """Mean difference, its 95% CI, paired t and Wilcoxon p-values, Cohen's d_z for one pairing.
+
+    ``diffs`` may be floats (each read as the nearest fraction k/N) or exact Fractions."""
+    exact = [exact_fraction(x) for x in diffs]
+    diffs = np.array([float(x) for x in exact], dtype=float)
     n = len(diffs)
     res = {"n": n, "mean_diff": float(np.mean(diffs)) if n else float("nan")}
     if n < MIN_SEEDS:
@@ -106,14 +156,14 @@ def paired_test(diffs: np.ndarray) -> dict:
                       "status": f"{NOT_ENOUGH} (n={n}, need {MIN_SEEDS})"}
     lo, hi = t_interval(diffs)
     sd = float(np.std(diffs, ddof=1))
-    if sd == 0.0:  # every seed moved by the same amount: no spread to test against
+    if len(set(exact)) == 1:  # every seed moved by the same amount: no spread to test against
         p_t = 1.0 if res["mean_diff"] == 0 else 0.0
         dz = float("nan") if res["mean_diff"] == 0 else math.copysign(math.inf, res["mean_diff"])
     else:
         p_t = float(stats.ttest_1samp(diffs, 0.0).pvalue)
         dz = res["mean_diff"] / sd
-    p_w = 1.0 if not np.any(diffs) else float(stats.wilcoxon(diffs).pvalue)
-    return res | {"ci_low": lo, "ci_high": hi, "p_ttest": p_t, "p_wilcoxon": p_w, "cohens_dz": dz, "status": "ok"}
+    return res | {"ci_low": lo, "ci_high": hi, "p_ttest": p_t, "p_wilcoxon": wilcoxon_exact(exact),
+                  "cohens_dz": dz, "status": "ok"}
 
 
 def compare(selected: pd.DataFrame) -> pd.DataFrame:
@@ -138,7 +188,7 @@ def compare(selected: pd.DataFrame) -> pd.DataFrame:
                     a = run[run.distill_type == dt].set_index("seed")[col].dropna()
                     b = run[run.distill_type == baseline].set_index("seed")[col].dropna()
                     seeds = sorted(set(a.index) & set(b.index))
-                    diffs = (a.loc[seeds] - b.loc[seeds]).to_numpy(dtype=float)
+                    diffs = exact_differences(a.loc[seeds], b.loc[seeds])
                     family.append({"run_id": run_id, "task": task, "distill_type": dt, "baseline": baseline,
                                    "mean": float(a.loc[seeds].mean()) if seeds else float("nan"),
                                    "baseline_mean": float(b.loc[seeds].mean()) if seeds else float("nan"),
