@@ -33,6 +33,20 @@ def test_grouped_head_map_averages_teacher_heads_per_student_head():
         head_map("explicit", [[7], [0]], 2, 6)
 
 
+def test_uniform_mapping_of_a_student_more_than_twice_as_deep_stays_in_the_teacher():
+    # 7 -> 3: output depths (i+1)/7 vs teacher (j+1)/3; block 0 (1/7) is nearer the embeddings
+    # (depth 0) than teacher block 0 (1/3), and takes block 0, the nearest block
+    assert layer_pairs("uniform", [], 7, 3) == [(0, 0), (1, 0), (2, 0), (3, 1), (4, 1), (5, 2), (6, 2)]
+    for ls, lt in [(30, 4), (12, 5), (9, 2), (5, 1)]:
+        pairs = layer_pairs("uniform", [], ls, lt)
+        teacher = [t for _, t in pairs]
+        assert [s for s, _ in pairs] == list(range(ls)) and pairs[-1] == (ls - 1, lt - 1)
+        assert all(0 <= t < lt for t in teacher) and teacher == sorted(teacher), (ls, lt, pairs)
+        for i, t in enumerate(teacher):  # nearest valid teacher output depth to the student's
+            best = min(range(lt), key=lambda j: (abs((j + 1) / lt - (i + 1) / ls), -j))
+            assert abs((t + 1) / lt - (i + 1) / ls) == pytest.approx(abs((best + 1) / lt - (i + 1) / ls)), (ls, lt, i)
+
+
 def test_cka_is_one_for_itself_and_invariant_to_rotation_and_scale():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(20, 5, generator=g)
