@@ -40,17 +40,26 @@ def _strided(x: torch.Tensor, stride: int, n: int, axes: tuple[int, ...]) -> tor
     return x
 
 
-def linear_cka(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Linear CKA of two [n, d] representations of the same n tokens (dims may differ).
+def sequence_cka(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Linear CKA of each sequence's real tokens: ([B] values, [B] whether the sequence has >= 2).
 
-    ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F) with column-centred X, Y: 1 for identical
-    representations, invariant to orthogonal transforms and isotropic scaling of either side.
+    Per sequence b over its n_b real tokens: <Kx, Ky>_F / (||Kx||_F ||Ky||_F), with Kx = Xc Xc^T
+    the Gram matrix of its centred states (the HSIC form; equal to ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F)). 1 for identical
+    states, invariant to orthogonal transforms and isotropic scaling of either side.
+    Computed on Gram matrices, so the cost is n^2 per sequence whatever the two widths.
     """
-    x = x - x.mean(0, keepdim=True)
-    y = y - y.mean(0, keepdim=True)
-    cross = (y.T @ x).pow(2).sum()
-    norm = (x.T @ x).pow(2).sum().sqrt() * (y.T @ y).pow(2).sum().sqrt()
-    return cross / norm.clamp_min(1e-12)
+    keep = mask.bool()[..., None]
+    count = keep.sum(1).clamp_min(1)
+
+    def gram(z):
+        z = torch.where(keep, z, 0.0)
+        z = torch.where(keep, z - z.sum(1, keepdim=True) / count[:, None], 0.0)
+        return z @ z.transpose(1, 2)
+
+    kx, ky = gram(x), gram(y)
+    cross = (kx * ky).sum((1, 2))
+    norm = kx.pow(2).sum((1, 2)).sqrt() * ky.pow(2).sum((1, 2)).sqrt()
+    return cross / norm.clamp_min(1e-12), mask.bool().sum(1) >= 2
 
 
 def hidden_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, projector: torch.nn.Module | None,
@@ -58,15 +67,17 @@ def hidden_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, proj
     """Alignment of one student block's states to one stored teacher block, at the stored positions.
 
     mse: mean squared error of projector(student) vs teacher, per token averaged over dims;
-    cosine: 1 - cosine(projector(student), teacher) per token; cka: 1 - linear CKA over all
-    real tokens of the batch (no projector). Padding never counts.
+    cosine: 1 - cosine(projector(student), teacher) per token; cka: 1 - linear CKA of each
+    sequence over its real tokens, averaged over the sequences with two or more (no projector), so
+    it does not depend on how a batch is split into micro-batches. Padding never counts.
     """
     n = teacher_hidden.size(1)
     s = _strided(student_hidden, stride, n, (1,)).float()
     mask = _strided(attention_mask, stride, n, (1,)).bool()
     t = teacher_hidden.float()
     if kind == "cka":
-        return 1.0 - linear_cka(s[mask], t[mask])
+        cka, valid = sequence_cka(s, t, mask)
+        return torch.where(valid, 1.0 - cka, 0.0).sum() / valid.sum().clamp_min(1)
     s, t = s[mask], t[mask]  # [real tokens, dims]: padded positions never enter the arithmetic
     p = projector(s) if projector is not None else s
     if p.size(-1) != t.size(-1):
