@@ -1,4 +1,5 @@
 """Hidden/attention alignment: mappings on odd shapes, CKA, attention KL, selective capture."""
+import numpy as np
 import pytest
 import torch
 
@@ -33,15 +34,67 @@ def test_grouped_head_map_averages_teacher_heads_per_student_head():
         head_map("explicit", [[7], [0]], 2, 6)
 
 
+def test_uniform_mapping_of_a_student_more_than_twice_as_deep_stays_in_the_teacher():
+    # 7 -> 3: output depths (i+1)/7 vs teacher (j+1)/3; block 0 (1/7) is nearer the embeddings
+    # (depth 0) than teacher block 0 (1/3), and takes block 0, the nearest block
+    assert layer_pairs("uniform", [], 7, 3) == [(0, 0), (1, 0), (2, 0), (3, 1), (4, 1), (5, 2), (6, 2)]
+    for ls, lt in [(30, 4), (12, 5), (9, 2), (5, 1)]:
+        pairs = layer_pairs("uniform", [], ls, lt)
+        teacher = [t for _, t in pairs]
+        assert [s for s, _ in pairs] == list(range(ls)) and pairs[-1] == (ls - 1, lt - 1)
+        assert all(0 <= t < lt for t in teacher) and teacher == sorted(teacher), (ls, lt, pairs)
+        for i, t in enumerate(teacher):  # nearest valid teacher output depth to the student's
+            best = min(range(lt), key=lambda j: (abs((j + 1) / lt - (i + 1) / ls), -j))
+            assert abs((t + 1) / lt - (i + 1) / ls) == pytest.approx(abs((best + 1) / lt - (i + 1) / ls)), (ls, lt, i)
+
+
+def _cka(x, y):
+    return losses.sequence_cka(x[None], y[None], torch.ones(1, x.size(0)))[0][0]
+
+
 def test_cka_is_one_for_itself_and_invariant_to_rotation_and_scale():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(20, 5, generator=g)
     q, _ = torch.linalg.qr(torch.randn(5, 5, generator=g))
-    assert losses.linear_cka(x, x).item() == pytest.approx(1.0, abs=1e-6)
-    assert losses.linear_cka(x, 3.0 * x @ q).item() == pytest.approx(1.0, abs=1e-5)
+    assert _cka(x, x).item() == pytest.approx(1.0, abs=1e-6)
+    assert _cka(x, 3.0 * x @ q).item() == pytest.approx(1.0, abs=1e-5)
     y = torch.randn(20, 9, generator=g)  # other dims are fine: no projector needed
-    assert losses.linear_cka(x, y).item() == pytest.approx(losses.linear_cka(x @ q * 0.1, y).item(), rel=1e-5)
-    assert 0.0 <= losses.linear_cka(x, y).item() < 0.9
+    assert _cka(x, y).item() == pytest.approx(_cka(x @ q * 0.1, y).item(), rel=1e-5)
+    assert 0.0 <= _cka(x, y).item() < 0.9
+
+
+def _hsic_cka(x, y):
+    """Linear CKA from its HSIC definition (Kornblith et al. 2019), in numpy float64."""
+    n = len(x)
+    h = np.eye(n) - np.ones((n, n)) / n
+    k, l_ = x @ x.T, y @ y.T
+    hsic = lambda a, b: np.trace(a @ h @ b @ h) / (n - 1) ** 2  # noqa: E731
+    return hsic(k, l_) / np.sqrt(hsic(k, k) * hsic(l_, l_))
+
+
+def test_cka_loss_is_per_sequence_hsic_cka_and_independent_of_micro_batches():
+    g = torch.Generator().manual_seed(3)
+    b, n = 8, 12
+    s = torch.randn(b, n, 16, generator=g) + 3 * torch.randn(b, 1, 16, generator=g)  # per-sequence offsets
+    t = s @ torch.randn(16, 24, generator=g) + 2 * torch.randn(b, n, 24, generator=g)
+    lengths = [12, 9, 12, 7, 10, 12, 5, 11]
+    mask = torch.tensor([[1] * m + [0] * (n - m) for m in lengths])
+    ref = np.mean([1 - _hsic_cka(s[i, :m].double().numpy(), t[i, :m].double().numpy())
+                   for i, m in enumerate(lengths)])
+    whole = losses.hidden_loss(s, t, None, mask, kind="cka").item()
+    assert whole == pytest.approx(ref, rel=1e-5)
+    s_bad, t_bad = s.clone(), t.clone()
+    s_bad[1, 9:], t_bad[6, 5:] = float("nan"), float("inf")  # padded positions: never read
+    assert losses.hidden_loss(s_bad, t_bad, None, mask, kind="cka").item() == pytest.approx(whole, rel=1e-6)
+    for size in (1, 2, 4):  # the effective batch kept through accumulation: the mean of equal micro-batches
+        micro = np.mean([losses.hidden_loss(s[i:i + size], t[i:i + size], None, mask[i:i + size], kind="cka").item()
+                         for i in range(0, b, size)])
+        assert micro == pytest.approx(whole, rel=1e-5), size
+    one = mask.clone()
+    one[1, 1:] = 0  # a sequence with one real token has no CKA: it is left out of the mean
+    ref_one = np.mean([1 - _hsic_cka(s[i, :m].double().numpy(), t[i, :m].double().numpy())
+                       for i, m in enumerate(lengths) if i != 1])
+    assert losses.hidden_loss(s, t, None, one, kind="cka").item() == pytest.approx(ref_one, rel=1e-5)
 
 
 def test_cka_and_cosine_hidden_losses_ignore_padding():

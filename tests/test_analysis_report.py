@@ -2,6 +2,7 @@
 import json
 import shutil
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -170,3 +171,32 @@ def test_loss_plot_reads_the_trainers_event_tags(study):
 
     tags = set(read_scalars(study / "tensorboard" / "hidden_state-seed0"))
     assert {"train/loss", "train/task_loss", "train/kd_loss", "train/hidden_loss"} <= tags & set(PART_LABELS)
+
+
+def test_wilcoxon_that_cannot_reach_significance_says_so_in_report_and_console(tmp_path, capsys):
+    from scipy import stats as sps
+
+    from wbvb.analysis import stats
+
+    # the floor is the exact p of a sample whose signs all agree (scipy's exact method)
+    for n in (3, 5, 7):
+        assert stats.wilcoxon_floor(n) == pytest.approx(sps.wilcoxon(np.arange(1.0, n + 1), method="exact").pvalue)
+    out = analysis.analyze(known_effect_run(tmp_path / "r5", seeds=range(5)), plot=False)
+    console, report = capsys.readouterr().out, (tmp_path / "r5" / "report.md").read_text()
+    note = "† n=5: Wilcoxon cannot reach p<0.05"
+    assert note in console and note in report and "n=5: Wilcoxon cannot reach p<0.05 (21 of 21" in report
+    comp = out["comparisons"]
+    assert (comp["p_wilcoxon"] >= comp["p_wilcoxon_floor"] - 1e-12).all() and comp["p_wilcoxon_floor"].eq(0.0625).all()
+    rows = [line for line in console.splitlines() if " vs " in line and "Paired" not in line]
+    assert len(rows) == 21 and all(line.count("†") == 2 for line in rows)
+    # 7 seeds: 2/2^7 = 0.0156 can pass alone, but not after Holm over 21 (>= 21 x 0.0156 = 0.328)
+    out = analysis.analyze(known_effect_run(tmp_path / "r7", seeds=range(7)), plot=False)
+    console = capsys.readouterr().out
+    assert "† n=" not in console and "‡ Holm over 21 comparisons: Wilcoxon cannot reach p<0.05" in console
+    comp = out["comparisons"]
+    assert (comp["p_wilcoxon_holm"] >= comp["p_wilcoxon_holm_floor"] - 1e-12).all()
+    assert comp["p_wilcoxon_holm_floor"].iloc[0] == pytest.approx(21 * 2 / 2 ** 7)
+    # 10 seeds: 21 x 2/2^10 = 0.041 < 0.05: both can reach it, no note
+    analysis.analyze(known_effect_run(tmp_path / "r10", seeds=range(10)), plot=False)
+    console = capsys.readouterr().out
+    assert "cannot reach" not in console and "cannot reach" not in (tmp_path / "r10" / "report.md").read_text()

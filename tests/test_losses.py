@@ -112,3 +112,64 @@ def test_combine_weights_each_part():
              "attention": torch.tensor(5.0)}
     assert losses.combine(parts, w).item() == pytest.approx(2 + 2 + 1 + 1)
     assert losses.combine({"task": torch.tensor(2.0)}, w).item() == pytest.approx(2.0)
+
+
+def _planted(x, lengths, dims, value):
+    """x with ``value`` at every padded position (index >= length) along ``dims`` of each row."""
+    x = x.clone()
+    for b, n in enumerate(lengths):
+        for d in dims:
+            idx = [b] + [slice(None)] * (x.dim() - 1)
+            idx[d] = slice(n, None)
+            x[tuple(idx)] = value
+    return x
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("kind", ["mse", "cosine"])
+def test_hidden_loss_ignores_nan_and_inf_at_padded_positions(bad, kind):
+    g = torch.Generator().manual_seed(21)
+    lengths = [5, 3]
+    s = torch.randn(2, 5, 4, generator=g)
+    t = torch.randn(2, 5, 6, generator=g)
+    proj = torch.nn.Linear(4, 6)
+    mask = torch.tensor([[1] * 5, [1] * 3 + [0] * 2])
+    # reference: the real tokens only, as a plain per-token mean
+    rows = [(proj(s[b, :n]), t[b, :n]) for b, n in enumerate(lengths)]
+    if kind == "mse":
+        per = torch.cat([(p - y).pow(2).mean(-1) for p, y in rows])
+    else:
+        per = torch.cat([1 - F.cosine_similarity(p, y, dim=-1) for p, y in rows])
+    s_bad = _planted(s, lengths, [1], bad).requires_grad_(True)
+    got = losses.hidden_loss(s_bad, _planted(t, lengths, [1], bad), proj, mask, kind=kind)
+    assert got.item() == pytest.approx(per.mean().item(), rel=1e-6)
+    got.backward()
+    assert torch.isfinite(s_bad.grad).all() and s_bad.grad[1, 3:].abs().sum() == 0
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("kind", ["mse", "kl"])
+def test_attention_loss_ignores_nan_and_inf_at_padded_positions(bad, kind):
+    g = torch.Generator().manual_seed(22)
+    lengths, n = [4, 2], 4
+    s = torch.softmax(torch.randn(2, 2, n, n, generator=g), -1)
+    t = torch.softmax(torch.randn(2, 2, n, n, generator=g), -1)
+    mask = torch.tensor([[1] * 4, [1] * 2 + [0] * 2])
+    ref = []  # per sequence, its real n x n block, causal pairs only
+    for b, m in enumerate(lengths):
+        keep = torch.tril(torch.ones(m, m, dtype=torch.bool))
+        sb, tb = s[b, :, :m, :m], t[b, :, :m, :m]
+        if kind == "mse":
+            ref.append(((sb - tb).pow(2))[:, keep].flatten())
+        else:
+            sr = torch.where(keep, sb, 0.0)
+            tr = torch.where(keep, tb, 0.0)
+            sr, tr = sr / sr.sum(-1, keepdim=True), tr / tr.sum(-1, keepdim=True)
+            ref.append((torch.xlogy(tr, tr) - torch.xlogy(tr, sr)).sum(-1).flatten())
+    expected = torch.cat(ref).mean()
+    s_bad = _planted(s, lengths, [2, 3], bad).requires_grad_(True)
+    t_bad = _planted(t, lengths, [2, 3], bad) + torch.triu(torch.full((n, n), bad), 1).nan_to_num(0.0, bad, bad)
+    got = losses.attention_loss(s_bad, t_bad, mask, kind=kind)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    got.backward()
+    assert torch.isfinite(s_bad.grad).all() and s_bad.grad[1, :, 2:].abs().sum() == 0

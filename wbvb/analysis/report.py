@@ -7,7 +7,7 @@ import pandas as pd
 
 from wbvb.analysis import tables
 from wbvb.analysis.results import Run, write_text_atomic
-from wbvb.analysis.stats import ALPHA, MIN_SEEDS, epoch_phrase
+from wbvb.analysis.stats import ALPHA, MIN_SEEDS, epoch_phrase, unreachable
 
 
 def _setup(run: Run) -> list[str]:
@@ -47,12 +47,19 @@ def _caveats(runs: list[Run], df: pd.DataFrame, selected: pd.DataFrame, comp: pd
             out.append(f"- **Multiple comparisons**: p-values are Holm-corrected over the {', '.join(map(str, fam))} "
                        f"comparisons of each run (each type vs black_box and vs sft, per task); marks use the "
                        f"corrected paired t-test at α = {ALPHA} (*** < 0.001, ** < 0.01, * < 0.05, ns otherwise).")
-            pairs, family = int(tested["n"].max()), int(fam.max())
-            floor = family * 2 / 2 ** pairs  # smallest exact two-sided Wilcoxon p, times the Holm factor
-            if floor >= ALPHA:
-                out.append(f"- **Wilcoxon**: with {pairs} pairs its smallest possible p is {2 / 2 ** pairs:.4f}, "
-                           f"{floor:.3f} after Holm over {family}: it cannot be significant here; read it as a "
-                           "check on the sign, not as a test.")
+            raw = tested["p_wilcoxon_floor"].map(unreachable)
+            holm = tested["p_wilcoxon_holm_floor"].map(unreachable)
+            if raw.any():
+                ns = ", ".join(f"n={int(n)}" for n in sorted(tested.loc[raw, "wilcoxon_n"].unique()))
+                out.append(f"- **Wilcoxon**: {ns}: Wilcoxon cannot reach p<{ALPHA:g} ({int(raw.sum())} of "
+                           f"{len(tested)} comparisons, marked †): with n non-zero differences its smallest "
+                           "two-sided p is 2/2ⁿ (0.0625 at n=5), so no p it gives there could be significant; read it "
+                           "as a check on the sign, not as a test.")
+            if (holm & ~raw).any():
+                floor = tested.loc[holm & ~raw, "p_wilcoxon_holm_floor"].min()
+                out.append(f"- **Wilcoxon after Holm**: over {', '.join(map(str, fam))} comparisons its smallest "
+                           f"corrected p is {floor:.3f}, so the corrected Wilcoxon cannot reach p<{ALPHA:g} "
+                           f"({int((holm & ~raw).sum())} comparisons, marked ‡).")
         short = comp[comp.status != "ok"]
         if len(short):
             out.append(f"- **Not tested**: {len(short)} comparisons have fewer than {MIN_SEEDS} seeds paired with "

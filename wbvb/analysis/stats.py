@@ -142,6 +142,12 @@ def wilcoxon_exact(diffs: Sequence[Fraction]) -> float:
     return float(counts[extreme].sum() / counts.sum())
 
 
+def wilcoxon_floor(n_nonzero: int) -> float:
+    """The smallest two-sided exact Wilcoxon p with n non-zero differences (ties or not): only the
+    two assignments with every sign alike are that extreme, so 2 / 2^n."""
+    return min(1.0, 2.0 / 2 ** n_nonzero)
+
+
 def paired_test(diffs: Sequence[float | Fraction]) -> dict:
     """Mean difference, its 95% CI, paired t and Wilcoxon p-values, Cohen's d_z for one pairing.
 
@@ -149,7 +155,9 @@ def paired_test(diffs: Sequence[float | Fraction]) -> dict:
     exact = [exact_fraction(x) for x in diffs]
     diffs = np.array([float(x) for x in exact], dtype=float)
     n = len(diffs)
-    res = {"n": n, "mean_diff": float(np.mean(diffs)) if n else float("nan")}
+    nonzero = sum(1 for x in exact if x != 0)
+    res = {"n": n, "mean_diff": float(np.mean(diffs)) if n else float("nan"), "wilcoxon_n": nonzero,
+           "p_wilcoxon_floor": wilcoxon_floor(nonzero)}
     if n < MIN_SEEDS:
         return res | {"ci_low": float("nan"), "ci_high": float("nan"), "p_ttest": float("nan"),
                       "p_wilcoxon": float("nan"), "cohens_dz": float("nan"),
@@ -196,13 +204,17 @@ def compare(selected: pd.DataFrame) -> pd.DataFrame:
         for key in ("p_ttest", "p_wilcoxon"):
             for r, p in zip(family, holm([r[key] for r in family])):
                 r[key + "_holm"] = p
+        tested = [f for f in family if f["status"] == "ok"]
+        # every Holm-adjusted p is >= m x the smallest raw p in the family, so >= m x its smallest floor
+        holm_floor = min(1.0, len(tested) * min((f["p_wilcoxon_floor"] for f in tested), default=1.0))
         for r in family:
-            r["family_size"] = sum(1 for f in family if f["status"] == "ok")
+            r["family_size"] = len(tested)
+            r["p_wilcoxon_holm_floor"] = holm_floor if r["status"] == "ok" else float("nan")
             r["significant"] = bool(r["status"] == "ok" and r["p_ttest_holm"] < ALPHA)
         rows += family
     cols = ["run_id", "task", "distill_type", "baseline", "n", "mean", "baseline_mean", "mean_diff", "ci_low",
             "ci_high", "p_ttest", "p_ttest_holm", "p_wilcoxon", "p_wilcoxon_holm", "cohens_dz", "significant",
-            "family_size", "status"]
+            "family_size", "wilcoxon_n", "p_wilcoxon_floor", "p_wilcoxon_holm_floor", "status"]
     comp = pd.DataFrame(rows, columns=cols)
     if comp.empty:
         return comp
@@ -211,6 +223,11 @@ def compare(selected: pd.DataFrame) -> pd.DataFrame:
                        _task=comp["task"].map(order), _base=comp["baseline"].map(BASELINES.index),
                        _type=comp["distill_type"].map(distill_rank))
     return comp.loc[keys.sort_values(["_run", "_task", "_base", "_type"]).index].reset_index(drop=True)
+
+
+def unreachable(floor: float) -> bool:
+    """True where a test's smallest attainable p is not below ALPHA: "ns" would say nothing."""
+    return not math.isnan(floor) and floor >= ALPHA
 
 
 def significance_mark(p_holm: float) -> str:

@@ -6,9 +6,15 @@ import math
 import pandas as pd
 
 from wbvb.analysis.results import distill_rank
-from wbvb.analysis.stats import significance_mark
+from wbvb.analysis.stats import ALPHA, significance_mark, unreachable, wilcoxon_floor
 
 FORMATS = ("text", "markdown", "latex")
+RAW_MARK, HOLM_MARK = "†", "‡"  # the Wilcoxon cannot reach ALPHA at this n / after Holm over the family
+
+
+def _latex(s: str) -> str:
+    return (s.replace("_", r"\_").replace("±", r"$\pm$").replace("%", r"\%").replace("<", r"$<$")
+            .replace(RAW_MARK, r"$^\dagger$").replace(HOLM_MARK, r"$^\ddagger$"))
 
 
 def render(header: list[str], body: list[list[str]], fmt: str = "text") -> str:
@@ -18,10 +24,9 @@ def render(header: list[str], body: list[list[str]], fmt: str = "text") -> str:
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
         return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in body])
     if fmt == "latex":
-        esc = lambda s: s.replace("_", r"\_").replace("±", r"$\pm$").replace("%", r"\%")  # noqa: E731
         lines = [r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", r"\toprule",
-                 " & ".join(esc(h) for h in header) + r" \\", r"\midrule"]
-        lines += [" & ".join(esc(c) for c in r) + r" \\" for r in body]
+                 " & ".join(_latex(h) for h in header) + r" \\", r"\midrule"]
+        lines += [" & ".join(_latex(c) for c in r) + r" \\" for r in body]
         return "\n".join(lines + [r"\bottomrule", r"\end{tabular}"])
     widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
@@ -88,8 +93,29 @@ def aggregate_table(agg: pd.DataFrame, fmt: str = "markdown") -> str:
     return render(header, body, fmt)
 
 
+def _wilcoxon_marks(r) -> tuple[str, str]:
+    """Marks for the raw and Holm Wilcoxon cells where that p cannot go below ALPHA at all."""
+    raw = RAW_MARK if unreachable(r["p_wilcoxon_floor"]) else ""
+    return raw, raw or (HOLM_MARK if unreachable(r["p_wilcoxon_holm_floor"]) else "")
+
+
+def wilcoxon_notes(comp: pd.DataFrame) -> list[str]:
+    """One line per n (and per Holm family) at which the Wilcoxon cannot reach ALPHA."""
+    ok = comp[comp["status"] == "ok"]
+    notes = []
+    for n in sorted(ok.loc[ok["p_wilcoxon_floor"].map(unreachable), "wilcoxon_n"].unique()):
+        notes.append(f"{RAW_MARK} n={int(n)}: Wilcoxon cannot reach p<{ALPHA:g} (its smallest two-sided p with "
+                     f"{int(n)} non-zero differences is {wilcoxon_floor(int(n)):.4f})")
+    holm = ok[ok["p_wilcoxon_holm_floor"].map(unreachable) & ~ok["p_wilcoxon_floor"].map(unreachable)]
+    for (m, floor), _ in holm.groupby(["family_size", "p_wilcoxon_holm_floor"]):
+        notes.append(f"{HOLM_MARK} Holm over {int(m)} comparisons: Wilcoxon cannot reach p<{ALPHA:g} "
+                     f"(its smallest corrected p is {floor:.3f})")
+    return notes
+
+
 def comparison_table(comp: pd.DataFrame, fmt: str = "markdown") -> str:
-    """One row per comparison: Δ accuracy with 95% CI, p-values (raw and Holm), d_z, mark."""
+    """One row per comparison: Δ accuracy with 95% CI, p-values (raw and Holm), d_z, mark; below
+    it, where the Wilcoxon cannot reach significance at the run's n, a note saying so."""
     if comp.empty:
         return "(no comparisons: the sweep has neither black_box nor sft, or a single distill type)"
     many = len(_runs(comp)) > 1
@@ -98,10 +124,12 @@ def comparison_table(comp: pd.DataFrame, fmt: str = "markdown") -> str:
         ok = r["status"] == "ok"
         ci = f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]" if ok else "-"
         mark = significance_mark(r["p_ttest_holm"]) if ok else r["status"]
+        w_raw, w_holm = _wilcoxon_marks(r) if ok else ("", "")
         body.append(([r["run_id"]] if many else []) + [
             r["task"], f"{r['distill_type']} vs {r['baseline']}", str(int(r["n"])), _num(r["mean_diff"], sign=True),
-            ci, _p(r["p_ttest"]), _p(r["p_ttest_holm"]), _p(r["p_wilcoxon"]), _p(r["p_wilcoxon_holm"]),
+            ci, _p(r["p_ttest"]), _p(r["p_ttest_holm"]), _p(r["p_wilcoxon"]) + w_raw, _p(r["p_wilcoxon_holm"]) + w_holm,
             _num(r["cohens_dz"], 2), mark])
     header = (["run"] if many else []) + ["task", "comparison", "n pairs", "Δ acc", "95% CI", "p (t)",
                                           "p (t, Holm)", "p (Wilcoxon)", "p (W, Holm)", "d_z", "sig."]
-    return render(header, body, fmt)
+    notes = [_latex(n) for n in wilcoxon_notes(comp)] if fmt == "latex" else wilcoxon_notes(comp)
+    return render(header, body, fmt) + ("\n\n" + ("\n\n" if fmt == "markdown" else "\n").join(notes) if notes else "")

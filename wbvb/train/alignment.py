@@ -33,14 +33,16 @@ def layer_pairs(mode: str, pairs: list[list[int]], student_layers: int, teacher_
                 what: str = "alignment") -> list[tuple[int, int]]:
     """(student block, teacher block) pairs for ``last``, ``uniform`` or ``explicit`` mappings.
 
-    uniform: student block i <-> teacher block round((i+1) * L_t / L_s) - 1, so the last blocks
-    meet and the others spread evenly over the teacher's depth.
+    uniform: student block i <-> teacher block max(round((i+1) * L_t / L_s), 1) - 1, the teacher
+    block whose output depth is nearest the student block's, so the last blocks meet and the others
+    spread evenly over the teacher's depth. A student more than twice as deep has early blocks
+    nearest the embeddings (round gives 0); they take teacher block 0, the nearest block.
     """
     if mode == "last":
         return [(student_layers - 1, teacher_layers - 1)]
     if mode == "uniform":
         # floor(x + 0.5): Python's round() rounds halves to even, which would skew the spacing
-        return [(i, int((i + 1) * teacher_layers / student_layers + 0.5) - 1) for i in range(student_layers)]
+        return [(i, max(int((i + 1) * teacher_layers / student_layers + 0.5), 1) - 1) for i in range(student_layers)]
     if mode == "explicit":
         out = [(resolve_block(s, student_layers, f"{what}_pairs (student)"),
                 resolve_block(t, teacher_layers, f"{what}_pairs (teacher)")) for s, t in pairs]

@@ -4,7 +4,9 @@ Positions: ``logits[:, t]`` predicts token ``t+1``; the teacher's stored top-k a
 is its distribution over token ``t+1``. ``answer_mask[b, t]`` marks answer *tokens*, so the
 positions that predict them are ``answer_mask[:, 1:]`` aligned with ``logits[:, :-1]``.
 Means are over answer tokens (task, KD) or real tokens (alignment), never over padding, so a
-loss does not depend on how much padding a batch carries.
+loss does not depend on how much padding a batch carries. Masks select (``torch.where``, boolean
+indexing) rather than multiply: 0 * NaN is NaN, so a NaN or Inf at a padded position would
+otherwise reach the loss or its gradient.
 """
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ from wbvb.train.alignment import HeadMap, head_map
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    mask = mask.to(values.dtype)
-    return (values * mask).sum() / mask.sum().clamp_min(1.0)
+    mask = mask.bool()
+    return torch.where(mask, values, 0.0).sum() / mask.sum().clamp_min(1)
 
 
 def task_loss(logits: torch.Tensor, input_ids: torch.Tensor, answer_mask: torch.Tensor) -> torch.Tensor:
@@ -38,17 +40,26 @@ def _strided(x: torch.Tensor, stride: int, n: int, axes: tuple[int, ...]) -> tor
     return x
 
 
-def linear_cka(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Linear CKA of two [n, d] representations of the same n tokens (dims may differ).
+def sequence_cka(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Linear CKA of each sequence's real tokens: ([B] values, [B] whether the sequence has >= 2).
 
-    ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F) with column-centred X, Y: 1 for identical
-    representations, invariant to orthogonal transforms and isotropic scaling of either side.
+    Per sequence b over its n_b real tokens: <Kx, Ky>_F / (||Kx||_F ||Ky||_F), with Kx = Xc Xc^T
+    the Gram matrix of its centred states (the HSIC form; equal to ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F)). 1 for identical
+    states, invariant to orthogonal transforms and isotropic scaling of either side.
+    Computed on Gram matrices, so the cost is n^2 per sequence whatever the two widths.
     """
-    x = x - x.mean(0, keepdim=True)
-    y = y - y.mean(0, keepdim=True)
-    cross = (y.T @ x).pow(2).sum()
-    norm = (x.T @ x).pow(2).sum().sqrt() * (y.T @ y).pow(2).sum().sqrt()
-    return cross / norm.clamp_min(1e-12)
+    keep = mask.bool()[..., None]
+    count = keep.sum(1).clamp_min(1)
+
+    def gram(z):
+        z = torch.where(keep, z, 0.0)
+        z = torch.where(keep, z - z.sum(1, keepdim=True) / count[:, None], 0.0)
+        return z @ z.transpose(1, 2)
+
+    kx, ky = gram(x), gram(y)
+    cross = (kx * ky).sum((1, 2))
+    norm = kx.pow(2).sum((1, 2)).sqrt() * ky.pow(2).sum((1, 2)).sqrt()
+    return cross / norm.clamp_min(1e-12), mask.bool().sum(1) >= 2
 
 
 def hidden_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, projector: torch.nn.Module | None,
@@ -56,15 +67,18 @@ def hidden_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, proj
     """Alignment of one student block's states to one stored teacher block, at the stored positions.
 
     mse: mean squared error of projector(student) vs teacher, per token averaged over dims;
-    cosine: 1 - cosine(projector(student), teacher) per token; cka: 1 - linear CKA over all
-    real tokens of the batch (no projector). Padding never counts.
+    cosine: 1 - cosine(projector(student), teacher) per token; cka: 1 - linear CKA of each
+    sequence over its real tokens, averaged over the sequences with two or more (no projector), so
+    it does not depend on how a batch is split into micro-batches. Padding never counts.
     """
     n = teacher_hidden.size(1)
     s = _strided(student_hidden, stride, n, (1,)).float()
     mask = _strided(attention_mask, stride, n, (1,)).bool()
     t = teacher_hidden.float()
     if kind == "cka":
-        return 1.0 - linear_cka(s[mask], t[mask])
+        cka, valid = sequence_cka(s, t, mask)
+        return torch.where(valid, 1.0 - cka, 0.0).sum() / valid.sum().clamp_min(1)
+    s, t = s[mask], t[mask]  # [real tokens, dims]: padded positions never enter the arithmetic
     p = projector(s) if projector is not None else s
     if p.size(-1) != t.size(-1):
         raise ValueError(f"hidden_loss '{kind}': student states have {p.size(-1)} dims, teacher {t.size(-1)}; "
@@ -75,13 +89,12 @@ def hidden_loss(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, proj
         per_pos = 1.0 - F.cosine_similarity(p, t, dim=-1, eps=1e-8)
     else:
         raise ValueError(f"unknown hidden loss '{kind}': choose mse | cosine | cka")
-    return _masked_mean(per_pos, mask)
+    return per_pos.sum() / max(per_pos.numel(), 1)
 
 
-def _row_kl(s: torch.Tensor, t: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """KL(teacher row || student row) per query row, each renormalised over its masked keys."""
-    s = s * mask
-    t = t * mask
+def _row_kl(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """KL(teacher row || student row) per query row, each renormalised over its kept keys (the
+    others already 0)."""
     s = s / s.sum(-1, keepdim=True).clamp_min(1e-12)
     t = t / t.sum(-1, keepdim=True).clamp_min(1e-12)
     return (torch.xlogy(t, t) - torch.xlogy(t, s.clamp_min(1e-12))).sum(-1)
@@ -105,13 +118,14 @@ def attention_loss(student_attn: torch.Tensor, teacher_attn: torch.Tensor, atten
     real = _strided(attention_mask, stride, n, (1,)).bool()
     causal = torch.tril(torch.ones(n, n, dtype=torch.bool, device=s.device))
     query = real if row_mask is None else real & row_mask[:, :n].to(real.device).bool()
-    mask = (query[:, None, :, None] & real[:, None, None, :] & causal).to(s.dtype)  # [B, 1, n, n], broadcast
+    mask = query[:, None, :, None] & real[:, None, None, :] & causal  # [B, 1, n, n], broadcast over groups
+    s, t = torch.where(mask, s, 0.0), torch.where(mask, t, 0.0)
     groups = s.size(1)
     if kind == "mse":
-        return ((s - t).pow(2) * mask).sum() / (mask.sum() * groups).clamp_min(1.0)
+        return (s - t).pow(2).sum() / (mask.sum() * groups).clamp_min(1)
     if kind == "kl":
-        rows = query[:, None, :].to(s.dtype)
-        return (_row_kl(s, t, mask) * rows).sum() / (rows.sum() * groups).clamp_min(1.0)
+        rows = query[:, None, :]
+        return torch.where(rows, _row_kl(s, t), 0.0).sum() / (rows.sum() * groups).clamp_min(1)
     raise ValueError(f"unknown attention loss '{kind}': choose mse | kl")
 
 
