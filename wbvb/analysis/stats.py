@@ -134,12 +134,12 @@ def wilcoxon_exact(diffs: Sequence[Fraction]) -> float:
         return 1.0
     ranks = _doubled_midranks([abs(x) for x in d])
     total, observed = sum(ranks), sum(r for r, x in zip(ranks, d) if x > 0)
-    counts = np.zeros(total + 1)  # counts[s]: sign assignments with doubled W+ = s
-    counts[0] = 1.0
-    for r in ranks:
-        counts[r:] = counts[r:] + counts[:-r].copy()
+    prob = np.zeros(total + 1)  # prob[s]: share of the sign assignments with doubled W+ = s
+    prob[0] = 1.0
+    for r in ranks:  # each rank's sign is + or - with probability 1/2
+        prob = 0.5 * (prob + np.concatenate([np.zeros(r), prob[:-r]]))
     extreme = np.abs(2 * np.arange(total + 1) - total) >= abs(2 * observed - total)
-    return float(counts[extreme].sum() / counts.sum())
+    return float(min(1.0, prob[extreme].sum()))
 
 
 def wilcoxon_floor(n_nonzero: int) -> float:
