@@ -155,7 +155,9 @@ class LossConfig:
     jsd_beta: float = 0.5  # jsd: beta*KL(P||M) + (1-beta)*KL(Q||M), M = beta*P + (1-beta)*Q
     kd_tail_bucket: bool = True  # false: the earlier scripts' definition (teacher renormalised over top-k)
     kd_chunk_positions: int = 64  # answer positions per chunk of the vocabulary-wide softmax
-    hidden_loss: str = "mse"  # mse (through a learned projector) | cosine (projector) | cka (linear CKA)
+    # cosine (through a learned projector; scale-free, = half the MSE of RMS-normalised states) |
+    # mse (projector; raw, swamps the other terms on real LMs' massive activations) | cka (linear CKA)
+    hidden_loss: str = "cosine"
     attention_loss: str = "mse"  # mse on probabilities | kl on attention rows
     balancing: str = "none"  # none | kd_magnitude: alignment terms rescaled to the KD term's size
 
@@ -440,7 +442,7 @@ def _validate_task(t: TaskConfig, where: str) -> None:
         raise ConfigError(f"{where}.{real_only[0]}: only real tasks (source local, hub, jsonl, parquet) use it")
 
 
-LOSS_CHOICES = {"kd_divergence": ("forward_kl", "reverse_kl", "jsd"), "hidden_loss": ("mse", "cosine", "cka"),
+LOSS_CHOICES = {"kd_divergence": ("forward_kl", "reverse_kl", "jsd"), "hidden_loss": ("cosine", "mse", "cka"),
                 "attention_loss": ("mse", "kl"), "balancing": ("none", "kd_magnitude")}
 MAP_CHOICES = {"hidden_map": ("last", "uniform", "explicit", "from_teacher"),
                "attention_map": ("last", "uniform", "explicit", "from_teacher"),
