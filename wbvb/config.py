@@ -13,7 +13,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import yaml
 
@@ -46,11 +46,27 @@ class PresetConfig:
 
 
 @dataclass
+class FromTeacher:
+    """Which teacher blocks a cut student keeps: ``blocks`` (sorted, unique) or ``every: k`` (0, k, 2k, ...)."""
+
+    blocks: list[int] = field(default_factory=list)
+    every: int = 0
+
+
+@dataclass
+class StudentCut:
+    """``models.student: {from_teacher: {...}}``: a student made of some of the teacher's blocks."""
+
+    from_teacher: FromTeacher = field(default_factory=FromTeacher)
+
+
+@dataclass
 class ModelsConfig:
-    """Teacher and student: an HF hub id, a local ``save_pretrained`` dir, or ``preset:tiny``."""
+    """Teacher and student: an HF hub id, a local ``save_pretrained`` dir, ``preset:tiny``,
+    ``preset:smollm2-135m-instruct`` or ``gguf:PATH``; the student also a cut of the teacher."""
 
     teacher: str = "preset:tiny"
-    student: str = "preset:tiny"
+    student: Union[str, StudentCut] = "preset:tiny"
     cache_dir: str = ""  # presets and fine-tuned teachers; default $WBVB_CACHE or ~/.cache/wbvb
     teacher_finetune_epochs: int = 0  # >0: fine-tune the teacher on the train split first (sft)
     teacher_finetune_lr: float = 3e-3
@@ -140,7 +156,9 @@ class LossConfig:
     jsd_beta: float = 0.5  # jsd: beta*KL(P||M) + (1-beta)*KL(Q||M), M = beta*P + (1-beta)*Q
     kd_tail_bucket: bool = True  # false: the earlier scripts' definition (teacher renormalised over top-k)
     kd_chunk_positions: int = 64  # answer positions per chunk of the vocabulary-wide softmax
-    hidden_loss: str = "mse"  # mse (through a learned projector) | cosine (projector) | cka (linear CKA)
+    # cosine (through a learned projector; scale-free, = half the MSE of RMS-normalised states) |
+    # mse (projector; raw, swamps the other terms on real LMs' massive activations) | cka (linear CKA)
+    hidden_loss: str = "cosine"
     attention_loss: str = "mse"  # mse on probabilities | kl on attention rows
     balancing: str = "none"  # none | kd_magnitude: alignment terms rescaled to the KD term's size
 
@@ -150,8 +168,9 @@ class AlignmentConfig:
     """Which student block aligns to which teacher block, and student heads to teacher heads.
 
     ``*_map``: last (last <-> last), uniform (student i <-> teacher round((i+1)*L_t/L_s)-1 for
-    every student block) or explicit (``*_pairs``: [[student, teacher], ...], negatives count
-    from the end). ``head_map``: grouped (average heads in equal groups) or explicit
+    every student block), explicit (``*_pairs``: [[student, teacher], ...], negatives count
+    from the end) or from_teacher (student block i <-> the teacher block it was cut from; the
+    default when ``models.student`` is cut from the teacher). ``head_map``: grouped (average heads in equal groups) or explicit
     (``head_groups[h]``: the teacher heads averaged for student head h).
     """
 
@@ -254,7 +273,13 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], where)
+        mappings = [a for a in inner if dataclasses.is_dataclass(a)]
+        if isinstance(value, dict) and mappings:  # str-or-mapping keys (models.student)
+            return _coerce(value, mappings[0], where)
+        plain = [a for a in inner if not dataclasses.is_dataclass(a)]
+        if mappings and isinstance(value, (list, bool)):
+            raise ConfigError(f"{where}: expected a string or a mapping of {mappings[0].__name__} keys, got {value!r}")
+        return _coerce(value, (plain or inner)[0], where)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping of {tp.__name__} keys, got {value!r}")
@@ -375,6 +400,7 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
                               "pass --deepspeed-config sweeps/ds_config_zero3.json")
         if not Path(tr.deepspeed_config).expanduser().is_file():
             raise ConfigError(f"training.deepspeed_config: no such file '{tr.deepspeed_config}'")
+    _validate_student(cfg)
     if cfg.models.preset.corpus not in ("quickstart", "tasks"):
         raise ConfigError(f"models.preset.corpus '{cfg.models.preset.corpus}': choose quickstart or tasks")
     _validate_loss(cfg.loss)
@@ -417,9 +443,10 @@ def _validate_task(t: TaskConfig, where: str) -> None:
         raise ConfigError(f"{where}.{real_only[0]}: only real tasks (source local, hub, jsonl, parquet) use it")
 
 
-LOSS_CHOICES = {"kd_divergence": ("forward_kl", "reverse_kl", "jsd"), "hidden_loss": ("mse", "cosine", "cka"),
+LOSS_CHOICES = {"kd_divergence": ("forward_kl", "reverse_kl", "jsd"), "hidden_loss": ("cosine", "mse", "cka"),
                 "attention_loss": ("mse", "kl"), "balancing": ("none", "kd_magnitude")}
-MAP_CHOICES = {"hidden_map": ("last", "uniform", "explicit"), "attention_map": ("last", "uniform", "explicit"),
+MAP_CHOICES = {"hidden_map": ("last", "uniform", "explicit", "from_teacher"),
+               "attention_map": ("last", "uniform", "explicit", "from_teacher"),
                "head_map": ("grouped", "explicit")}
 
 
@@ -445,6 +472,45 @@ def _validate_loss(loss: LossConfig) -> None:
     if loss.balancing == "kd_magnitude" and loss.beta == 0:
         raise ConfigError("loss.balancing=kd_magnitude rescales alignment terms to the KD term, but loss.beta is 0 "
                           "so there is no KD term; set loss.balancing=none or beta > 0")
+
+
+def is_cut(student) -> bool:
+    return isinstance(student, StudentCut)
+
+
+def _validate_student(cfg: ExperimentConfig) -> None:
+    student = cfg.models.student
+    if not is_cut(student):
+        for kind in ("hidden", "attention"):
+            if getattr(cfg.alignment, f"{kind}_map") == "from_teacher":
+                raise ConfigError(f"alignment.{kind}_map=from_teacher pairs each student block with the teacher "
+                                  "block it was cut from, but models.student is not cut from the teacher; set "
+                                  "models.student={from_teacher: {blocks: [...]}} or another alignment map")
+        return
+    spec, where = student.from_teacher, "models.student.from_teacher"
+    if bool(spec.blocks) == bool(spec.every):
+        raise ConfigError(f"{where}: give exactly one of blocks (e.g. [0, 6, 12, 17, 23, 29]) or every (e.g. 5)")
+    if spec.every < 0:
+        raise ConfigError(f"{where}.every must be >= 1, got {spec.every}")
+    if any(b < 0 for b in spec.blocks):
+        raise ConfigError(f"{where}.blocks: teacher blocks count from 0, got {spec.blocks}")
+    if spec.blocks != sorted(set(spec.blocks)):
+        raise ConfigError(f"{where}.blocks must be sorted and without duplicates (the student keeps the "
+                          f"teacher's block order), got {spec.blocks}; e.g. {sorted(set(spec.blocks))}")
+
+
+def _cut_defaults(data: dict, cfg: ExperimentConfig) -> None:
+    """A cut student's unset alignment maps pair each student block with its teacher block, and the
+    store keeps those blocks when they are named (``blocks``); keys the config gives are kept."""
+    if not is_cut(cfg.models.student):
+        return
+    given_al, given_td = data.get("alignment") or {}, data.get("teacher_data") or {}
+    blocks = cfg.models.student.from_teacher.blocks
+    for kind in ("hidden", "attention"):
+        if f"{kind}_map" not in given_al and f"{kind}_pairs" not in given_al:
+            setattr(cfg.alignment, f"{kind}_map", "from_teacher")
+        if blocks and f"{kind}_layers" not in given_td:
+            setattr(cfg.teacher_data, f"{kind}_layers", list(blocks))
 
 
 def _validate_alignment(al: AlignmentConfig) -> None:
@@ -564,4 +630,5 @@ def load_config(path: str | Path | None = None, overrides: Optional[list[str]] =
 def config_from_dict(data: dict) -> ExperimentConfig:
     cfg = _from_dict(ExperimentConfig, data)
     _apply_env_defaults(cfg)
+    _cut_defaults(data, cfg)
     return validate(cfg)

@@ -1,23 +1,35 @@
-"""Load teacher/student (hub id, local dir or preset) and check they can be distilled."""
+"""Load teacher/student (hub id, local dir, preset, GGUF file or a cut of the teacher) and check
+they can be distilled."""
 from __future__ import annotations
 
 
 import torch
 
-from wbvb.config import ConfigError
+from wbvb.config import ConfigError, is_cut
 from wbvb.distill_types import DISTILL, TEXT_ONLY_TYPES
+from wbvb.models.convert import REAL_PRESETS, ensure_gguf, gguf_file, is_gguf, preset_gguf
+from wbvb.models.cut import ensure_cut
 from wbvb.models.presets import ensure_preset, is_preset
 
 
 def resolve_model_paths(cfg) -> dict[str, str]:
-    """Map the config's model names to loadable paths/ids (building presets if needed)."""
+    """Map the config's model names to loadable paths/ids (building presets, converting GGUF files
+    and cutting a student from the teacher if needed)."""
     out = {}
     preset_paths = None
     for role in ("teacher", "student"):
         name = getattr(cfg.models, role)
-        if is_preset(name):
+        if is_cut(name):  # the teacher resolved first: the student is cut from it
+            out[role] = ensure_cut(out["teacher"], name, cfg.cache_dir)
+        elif is_preset(name) and name.removeprefix("preset:") in REAL_PRESETS:
+            preset = name.removeprefix("preset:")
+            out[role] = str(ensure_gguf(preset_gguf(preset, role), cfg.cache_dir, preset))
+        elif is_gguf(name):
+            out[role] = str(ensure_gguf(gguf_file(name, role), cfg.cache_dir))
+        elif is_preset(name):
             if name != "preset:tiny":
-                raise ConfigError(f"models.{role}: unknown preset '{name}'; the built-in preset is 'preset:tiny'")
+                raise ConfigError(f"models.{role}: unknown preset '{name}'; the built-in presets are preset:tiny, "
+                                  + ", ".join(f"preset:{p}" for p in REAL_PRESETS))
             preset_paths = preset_paths or ensure_preset(cfg.models.preset, cfg.cache_dir, cfg.tasks)
             out[role] = str(preset_paths[role])
         else:

@@ -2,19 +2,17 @@
 
 They are saved with ``save_pretrained`` and loaded back with ``from_pretrained`` so the rest of
 wbvb uses exactly the code path of real hub checkpoints. Built once per preset config and
-cached under ``<cache_dir>/presets/<hash>/`` (written to a temp dir, then renamed).
+cached under ``<cache_dir>/presets/<hash>/`` (``cache.build_once``: atomic, one builder at a time).
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from wbvb.config import TaskConfig
+from wbvb.models.cache import build_once
 from wbvb.tasks import TASK_NAMES, load_all, load_examples, task_identity
 from wbvb.tasks.quickstart import GENERATOR_VERSION  # the tokenizer is trained on task text
 
@@ -97,11 +95,8 @@ def ensure_preset(preset_cfg, cache_dir: Path, tasks=()) -> dict[str, Path]:
         raise ValueError("models.preset.corpus is 'tasks' but no tasks were given to train the tokenizer on")
     root = Path(cache_dir) / "presets" / f"tiny-{_preset_key(preset_cfg, tasks)}"
     paths = {k: root / k for k in ("tokenizer", "teacher", "student")}
-    if (root / "done.json").is_file():
-        return paths
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=root.parent))
-    try:
+
+    def build(tmp: Path) -> dict:
         p = preset_cfg
         tok = build_tokenizer(p.vocab_size, _tasks_corpus(tasks) if p.corpus == "tasks" else None)
         tok.save_pretrained(tmp / "tokenizer")
@@ -112,12 +107,7 @@ def ensure_preset(preset_cfg, cache_dir: Path, tasks=()) -> dict[str, Path]:
             model = build_model(tok, layers, hidden, heads, p.max_position_embeddings, seed)
             model.save_pretrained(tmp / role)
             tok.save_pretrained(tmp / role)
-        (tmp / "done.json").write_text(json.dumps(dataclasses.asdict(p), indent=1))
-        try:
-            os.rename(tmp, root)
-        except OSError:  # another process finished first: theirs is as good as ours
-            shutil.rmtree(tmp, ignore_errors=True)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        return dataclasses.asdict(p)
+
+    build_once(root, build)
     return paths

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import torch
 
-from wbvb.config import ConfigError
+from wbvb.config import ConfigError, is_cut
 from wbvb.distill_types import signals_of
+from wbvb.models.cut import cut_blocks
 from wbvb.models.load import num_blocks
 
 
@@ -30,14 +31,22 @@ def resolve_layers(layers: list[int], num_layers: int, what: str) -> list[int]:
 
 
 def layer_pairs(mode: str, pairs: list[list[int]], student_layers: int, teacher_layers: int,
-                what: str = "alignment") -> list[tuple[int, int]]:
-    """(student block, teacher block) pairs for ``last``, ``uniform`` or ``explicit`` mappings.
+                what: str = "alignment", cut: list[int] | None = None) -> list[tuple[int, int]]:
+    """(student block, teacher block) pairs for ``last``, ``uniform``, ``explicit`` or
+    ``from_teacher`` mappings.
 
     uniform: student block i <-> teacher block max(round((i+1) * L_t / L_s), 1) - 1, the teacher
     block whose output depth is nearest the student block's, so the last blocks meet and the others
     spread evenly over the teacher's depth. A student more than twice as deep has early blocks
     nearest the embeddings (round gives 0); they take teacher block 0, the nearest block.
+    from_teacher: student block i <-> ``cut[i]``, the teacher block it was cut from.
     """
+    if mode == "from_teacher":
+        if cut is None or len(cut) != student_layers:
+            raise ConfigError(f"{what}_map=from_teacher needs a student cut from the teacher (models.student: "
+                              f"{{from_teacher: ...}}) with one block per student block; this student has "
+                              f"{student_layers} blocks and the cut {cut}")
+        return list(enumerate(cut))
     if mode == "last":
         return [(student_layers - 1, teacher_layers - 1)]
     if mode == "uniform":
@@ -109,6 +118,11 @@ def head_map(mode: str, groups: list[list[int]], student_heads: int, teacher_hea
                       f"{student_heads}, teacher {teacher_heads}); set alignment.head_map=explicit with head_groups")
 
 
+def cut_of(cfg, teacher_layers: int) -> list[int] | None:
+    """The teacher blocks a cut student was made of, or None when the student is not a cut."""
+    return cut_blocks(cfg.models.student, teacher_layers) if is_cut(cfg.models.student) else None
+
+
 def check_stored_layers(cfg, student_layers: int, teacher_layers: int) -> None:
     """At sweep start: every mapped teacher block must be among the blocks the store keeps."""
     al, td = cfg.alignment, cfg.teacher_data
@@ -117,7 +131,7 @@ def check_stored_layers(cfg, student_layers: int, teacher_layers: int) -> None:
         if kind not in signals:
             continue
         pairs = layer_pairs(getattr(al, f"{kind}_map"), getattr(al, f"{kind}_pairs"), student_layers,
-                            teacher_layers, f"alignment.{kind}")
+                            teacher_layers, f"alignment.{kind}", cut_of(cfg, teacher_layers))
         stored = resolve_layers(getattr(td, key), teacher_layers, key)
         missing = missing_layers(pairs, stored)
         if missing:

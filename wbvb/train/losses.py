@@ -10,6 +10,8 @@ otherwise reach the loss or its gradient.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -149,6 +151,27 @@ def weighted_parts(parts: dict[str, torch.Tensor], weights, policy: str = "none"
     """Each part times its weight (and balancing scale): the summands of the total loss."""
     scales = balance_scales(parts, policy)
     return {k: getattr(weights, WEIGHT_OF[k]) * scales[k] * v for k, v in parts.items()}
+
+
+TUNING_KEYS = {"task": "loss.alpha", "kd": "loss.beta (or loss.temperature)",
+               "hidden": "loss.gamma_hidden (or loss.hidden_loss)",
+               "attention": "loss.gamma_attention (or loss.attention_loss)"}
+SCALE_RATIO = 10.0
+
+
+def scale_imbalance(weighted: dict[str, float], ratio: float = SCALE_RATIO) -> str:
+    """'' unless the largest weighted term exceeds the smallest non-zero one by more than ``ratio``
+    times; then a sentence naming both, their values and the config keys that set their sizes."""
+    sizes = {k: abs(v) for k, v in weighted.items() if math.isfinite(v) and v != 0}
+    if len(sizes) < 2:
+        return ""
+    big, small = max(sizes, key=sizes.get), min(sizes, key=sizes.get)
+    if sizes[big] <= ratio * sizes[small]:
+        return ""
+    balance = " or set loss.balancing=kd_magnitude" if "kd" in sizes and big in ALIGNMENT_PARTS else ""
+    return (f"the weighted {big} term ({sizes[big]:.4g}) is {sizes[big] / sizes[small]:.3g}x the weighted {small} "
+            f"term ({sizes[small]:.4g}) at the first optimizer step, so training follows {big} almost alone; "
+            f"change {TUNING_KEYS[big]} or {TUNING_KEYS[small]}{balance}")
 
 
 def combine(parts: dict[str, torch.Tensor], weights, policy: str = "none") -> torch.Tensor:

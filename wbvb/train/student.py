@@ -12,7 +12,7 @@ from wbvb.distill_types import DISTILL
 from wbvb.models.capture import Capture
 from wbvb.store.schema import TeacherDims
 from wbvb.train import kd, losses
-from wbvb.train.alignment import head_map, layer_pairs, missing_layers, stored_index
+from wbvb.train.alignment import cut_of, head_map, layer_pairs, missing_layers, stored_index
 
 PROJECTORS_FILE = "hidden_projectors.pt"  # beside the saved student: {student block: Linear state}
 
@@ -46,7 +46,7 @@ def alignment_pairs(kind: str, cfg, distill_type: str, teacher: TeacherDims, stu
         raise ConfigError(f"{distill_type} aligns {kind} states but the teacher data names no stored "
                           f"{kind} layers or teacher depth; regenerate it (python -m wbvb.teacher)")
     pairs = layer_pairs(getattr(al, f"{kind}_map"), getattr(al, f"{kind}_pairs"), student_layers,
-                        teacher.num_layers, f"alignment.{kind}")
+                        teacher.num_layers, f"alignment.{kind}", cut_of(cfg, teacher.num_layers))
     missing = missing_layers(pairs, stored)
     if missing:
         raise ConfigError(f"alignment.{kind}: teacher blocks {missing} are mapped but teacher_data.{kind}_layers "

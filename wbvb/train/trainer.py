@@ -10,6 +10,7 @@ import contextlib
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional
@@ -23,6 +24,7 @@ from wbvb.feed.prefetch import prefetch
 from wbvb.models.load import load_model, pick_device, real_vocab_size
 from wbvb.store.schema import TeacherDims
 from wbvb.train.evaluate import accuracy_metrics, evaluate
+from wbvb.train.losses import scale_imbalance
 from wbvb.train.setup import (accumulation_steps, autocast_dtype, deepspeed_config, free_port, micro_batch_size,
                               rng_states, seed_everything, set_rng_states)
 from wbvb.train.student import PROJECTORS_FILE, StudentLoss
@@ -30,6 +32,10 @@ from wbvb.train.student import PROJECTORS_FILE, StudentLoss
 
 class NonFiniteLossError(RuntimeError):
     pass
+
+
+class LossScaleWarning(UserWarning):
+    """One weighted loss term dwarfs another at a trial's start (losses.scale_imbalance)."""
 
 
 @dataclass
@@ -94,6 +100,7 @@ class Trainer:
         self._resumed_tally: Optional[EpochTally] = None
         self._position: Optional[dict] = None  # where a mid-epoch checkpoint taken now would resume
         self.clock = PhaseClock()
+        self._scale_checked = False
         self.micro_batch = micro_batch_size(self.tr, distill_type)
         self.accum = accumulation_steps(self.tr, distill_type)
         self.amp_dtype = None if self.tr.use_deepspeed else autocast_dtype(self.tr.precision, self.device)
@@ -341,6 +348,9 @@ class Trainer:
             if last:
                 if norm is not None:
                     self.global_step += 1
+                    if not self._scale_checked:  # the first step this process trains: are the terms comparable?
+                        self._scale_checked = True
+                        self._warn_scale(group)
                     with self.clock("logging"):
                         self._log_step(group, norm)
                     if on_checkpoint is not None and every and self.global_step % every == 0 and micro < n - 1:
@@ -375,6 +385,12 @@ class Trainer:
         finally:
             self._position = None
         return time.perf_counter() - start
+
+    def _warn_scale(self, group: dict) -> None:
+        weighted = {k.removesuffix("_weighted"): v / group["n"] for k, v in group.items() if k.endswith("_weighted")}
+        why = scale_imbalance(weighted) if group.get("n") else ""
+        if why:
+            warnings.warn(f"{self.distill_type} trial (seed {self.seed}): {why}", LossScaleWarning, stacklevel=2)
 
     def _log_step(self, group: dict, grad_norm: float) -> None:
         """One optimizer step's scalars at x = steps done (the epoch's scalars share its last step's x)."""
