@@ -102,13 +102,19 @@ def topk_kd_loss(student_logits: torch.Tensor, topk_ids: torch.Tensor, topk_logp
     ``answer_mask[:, 1:]`` at positions ``[:, :-1]``. ``vocab`` truncates embedding rows padded
     past the tokenizer's vocabulary. ``tail_bucket=False`` is the earlier scripts' definition
     (teacher renormalised over its top-k, student log-probs over the whole vocabulary).
+    ``student_logits`` is [B, T, V], or [N, V] already taken at those answer positions (row-major).
     """
     pos = answer_mask[:, 1:].nonzero(as_tuple=True)
     if pos[0].numel() == 0:
         return student_logits.sum() * 0.0
     ids = topk_ids[:, :-1][pos].long()
     t_logp = topk_logprobs[:, :-1][pos].float()
-    s_logp = student_logprobs_at(student_logits, pos[0], pos[1], ids, temperature, vocab, chunk)
+    if student_logits.dim() == 2:  # gathered rows: one "sequence" of N positions
+        rows = torch.arange(ids.size(0), device=ids.device)
+        s_logp = student_logprobs_at(student_logits[None], torch.zeros_like(rows), rows, ids, temperature, vocab,
+                                     chunk)
+    else:
+        s_logp = student_logprobs_at(student_logits, pos[0], pos[1], ids, temperature, vocab, chunk)
     log_p = teacher_buckets(t_logp, temperature, tail_bucket)
     log_q = torch.cat([s_logp, log_tail(s_logp)], dim=-1) if tail_bucket else s_logp
     per_token = divergence(log_p, log_q, divergence_kind, jsd_beta)
