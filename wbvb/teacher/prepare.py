@@ -12,6 +12,7 @@ from wbvb.store.verify import verify
 from wbvb.teacher.answers import teacher_answers
 from wbvb.teacher.finetune import finetuned_teacher
 from wbvb.teacher.generate import generate
+from wbvb.teacher.scores import teacher_scores
 from wbvb.train.alignment import check_alignment_layers
 
 
@@ -21,6 +22,7 @@ class PreparedTeacher:
     student_path: str
     data_dir: Path | str  # a local folder or a URI (wbvb.storage)
     manifest: dict
+    scores: dict  # the teacher's eval scores (teacher.scores): teacher_accuracy per task, ...
 
 
 def prepare(cfg, force: bool = False, verify_rows: int | None = None, progress: bool = False) -> PreparedTeacher:
@@ -33,6 +35,7 @@ def prepare(cfg, force: bool = False, verify_rows: int | None = None, progress: 
     teacher_path = finetuned_teacher(cfg, paths["teacher"], tok)
     data_dir = generate(cfg, teacher_path, tok, force=force, progress=progress)
     verify(data_dir, cfg.teacher_data.verify_rows if verify_rows is None else verify_rows)
+    scores = teacher_scores(cfg, teacher_path, tok, data_dir, force=force)
     if any(DISTILL[t].reads_answers for t in cfg.sweep.distill_types):
         teacher_answers(cfg, teacher_path, tok, data_dir, force=force)
-    return PreparedTeacher(teacher_path, paths["student"], data_dir, read_manifest(data_dir))
+    return PreparedTeacher(teacher_path, paths["student"], data_dir, read_manifest(data_dir), scores)
