@@ -32,7 +32,7 @@ def stage_resources(cfg) -> dict:
 
 
 def _prepare_task(cfg_dict: dict, force: bool) -> dict:
-    prep = prepare(config_from_dict(cfg_dict), force=force)
+    prep = prepare(config_from_dict(cfg_dict), force=force, in_ray_task=True)
     return {"teacher_path": prep.teacher_path, "student_path": prep.student_path, "data_dir": str(prep.data_dir),
             "manifest": prep.manifest, "scores": prep.scores, "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
 

@@ -13,6 +13,7 @@ from wbvb.teacher.answers import teacher_answers
 from wbvb.teacher.finetune import finetuned_teacher
 from wbvb.teacher.generate import generate
 from wbvb.teacher.scores import teacher_scores
+from wbvb.teacher.threads import stage_threads, torch_threads
 from wbvb.train.alignment import check_alignment_layers
 
 
@@ -25,8 +26,15 @@ class PreparedTeacher:
     scores: dict  # the teacher's eval scores (teacher.scores): teacher_accuracy per task, ...
 
 
-def prepare(cfg, force: bool = False, verify_rows: int | None = None, progress: bool = False) -> PreparedTeacher:
-    """Presets, teacher fine-tune, teacher data, verification: everything a sweep reads."""
+def prepare(cfg, force: bool = False, verify_rows: int | None = None, progress: bool = False,
+            in_ray_task: bool = False) -> PreparedTeacher:
+    """Presets, teacher fine-tune, teacher data, verification: everything a sweep reads; torch runs
+    on ``teacher_data.threads`` threads meanwhile (every available core by default)."""
+    with torch_threads(stage_threads(cfg.teacher_data, in_ray_task)):
+        return _prepare(cfg, force, verify_rows, progress)
+
+
+def _prepare(cfg, force: bool, verify_rows: int | None, progress: bool) -> PreparedTeacher:
     paths = resolve_model_paths(cfg)
     tok = load_tokenizer(paths["teacher"])
     check_tokenizers(tok, load_tokenizer(paths["student"]), cfg.models.teacher, cfg.models.student,
