@@ -15,11 +15,8 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import time
 from pathlib import Path
-
-from tqdm import tqdm
 
 from wbvb import storage
 from wbvb.feed.batches import batched, collate, encode_example
@@ -30,6 +27,7 @@ from wbvb.store.schema import FORMAT_VERSION, MANIFEST, TeacherDataError, read_m
 from wbvb.storage import write_json_atomic
 from wbvb.store.writer import ShardWriter
 from wbvb.models.load import load_model, pick_device
+from wbvb.teacher.progress import Progress
 from wbvb.teacher.signals import TeacherSignals
 from wbvb.train.alignment import resolve_layers
 
@@ -170,8 +168,8 @@ def generate(cfg, teacher_path: str, tokenizer, force: bool = False, progress: b
     done = {s["file"] for s in manifest["shards"] if s["file"] in present}
     chunks = list(batched(encoded, td.shard_rows))
     todo = [(i, c) for i, c in enumerate(chunks) if f"shard-{i:05d}.parquet" not in done]
-    bar = tqdm(total=sum(len(c) for _, c in todo), unit="ex", desc="teacher data", disable=not progress,
-               file=sys.stderr, dynamic_ncols=True)
+    # rows are length-sorted: counted in tokens, so the ETA does not read the short rows' pace
+    bar = Progress(sum(len(e["input_ids"]) for _, c in todo for e in c), "teacher data", "tokens", bar=progress)
     t0 = time.perf_counter()
     writer = ShardWriter(out_dir, manifest)
     try:
@@ -179,7 +177,7 @@ def generate(cfg, teacher_path: str, tokenizer, force: bool = False, progress: b
             rows = []
             for b in batched(chunk, td.batch_size):
                 rows.extend(teacher_rows(signals, tokenizer, b, cfg, layout, device))
-                bar.update(len(b))
+                bar.update(sum(len(e["input_ids"]) for e in b))
             writer.submit(f"shard-{idx:05d}.parquet", rows)
     finally:
         manifest = writer.close()

@@ -40,10 +40,10 @@ def _prepare(cfg, force: bool, verify_rows: int | None, progress: bool) -> Prepa
     check_tokenizers(tok, load_tokenizer(paths["student"]), cfg.models.teacher, cfg.models.student,
                      cfg.sweep.distill_types)
     check_alignment_layers(cfg, paths["teacher"], paths["student"])
-    teacher_path = finetuned_teacher(cfg, paths["teacher"], tok)
+    teacher_path = finetuned_teacher(cfg, paths["teacher"], tok, progress)
     data_dir = generate(cfg, teacher_path, tok, force=force, progress=progress)
     verify(data_dir, cfg.teacher_data.verify_rows if verify_rows is None else verify_rows)
-    scores = teacher_scores(cfg, teacher_path, tok, data_dir, force=force)
+    scores = teacher_scores(cfg, teacher_path, tok, data_dir, force=force, progress=progress)
     if any(DISTILL[t].reads_answers for t in cfg.sweep.distill_types):
-        teacher_answers(cfg, teacher_path, tok, data_dir, force=force)
+        teacher_answers(cfg, teacher_path, tok, data_dir, force=force, progress=progress)
     return PreparedTeacher(teacher_path, paths["student"], data_dir, read_manifest(data_dir), scores)
