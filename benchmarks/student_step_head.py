@@ -2,7 +2,9 @@
 
 A 6-block SmolLM2-135M-Instruct student (blocks 0, 6, 12, 17, 23, 29 of the GGUF teacher), real
 SST-2 rows (``/work/shared/data/sst2/train.tsv``, the task's own prompt) in padded batches, the
-``black_box`` loss (task + 0.5 KD on the teacher's top-8, made once by the 30-block model). Each
+``black_box`` loss (task + 0.5 KD on a teacher top-8, made once: by the 30-block model, or with
+``--topk-from student`` by the untrained cut student, five times cheaper on a loaded machine; the
+KD's cost does not depend on which model made the stored rows). Each
 round runs the same batches through both paths back to back, forward + backward:
 
 - answer-only: ``StudentBundle(ids, mask, answer_positions)``: the head runs at N answer positions;
@@ -107,6 +109,8 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave torch's default)")
+    ap.add_argument("--topk-from", choices=["teacher", "student"], default="teacher",
+                    help="which model makes the stored top-8 the KD term reads")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -114,9 +118,10 @@ def main() -> None:
     tok = smollm2_tokenizer()
     vocab = len(tok)
     batches = sst2_batches(tok, args.batches, args.batch_size, args.max_length)
-    add_teacher_topk(teacher, batches, vocab)
     torch.manual_seed(0)
     bundle = StudentBundle(student_from(teacher, BLOCKS), None).train()
+    add_teacher_topk(teacher if args.topk_from == "teacher" else bundle.student.eval(), batches, vocab)
+    bundle.train()
     del teacher
     timed(bundle, batches[:1], vocab, True)  # warm-up
     timed(bundle, batches[:1], vocab, False)
@@ -133,7 +138,7 @@ def main() -> None:
     padded = sum(b["input_ids"].numel() for b in batches)
     answers = sum(int(b["answer_mask"][:, 1:].sum()) for b in batches)
     print(f"student_model: SmolLM2-135M-Instruct blocks {BLOCKS}, vocab {vocab}, torch threads "
-          f"{torch.get_num_threads()}")
+          f"{torch.get_num_threads()}, top-{K} from the {args.topk_from}")
     print(f"batches: {len(batches)} x {args.batch_size} SST-2 train rows, {tokens} real tokens "
           f"({padded} padded), {answers} answer positions")
     print(f"full_logits_tokens_per_s: {tokens / min(full):.1f}")

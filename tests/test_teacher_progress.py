@@ -42,3 +42,24 @@ def test_counting_source_reports_real_tokens_not_rows():
 
 def test_parts_are_whole_batches_of_about_a_tenth():
     assert part_size(1000, 64) == 128 and part_size(50, 64) == 64 and part_size(640, 64) == 64
+
+
+def test_teacher_finetune_reports_its_real_tokens(tiny_dict, capsys):
+    from wbvb.config import config_from_dict
+    from wbvb.feed.batches import encode_example
+    from wbvb.models.load import load_tokenizer
+    from wbvb.models.presets import ensure_preset
+    from wbvb.tasks import load_all
+    from wbvb.teacher.finetune import finetuned_teacher
+
+    tiny_dict["models"]["teacher_finetune_epochs"] = 2
+    for t in tiny_dict["tasks"]:
+        t.update({"n_train": 8, "n_eval": 2})
+    cfg = config_from_dict(tiny_dict)
+    teacher = str(ensure_preset(cfg.models.preset, cfg.cache_dir)["teacher"])
+    tok = load_tokenizer(teacher)
+    finetuned_teacher(cfg, teacher, tok)
+    total = 2 * sum(len(encode_example(ex, tok, cfg.training.max_length)["input_ids"])
+                    for ex in load_all(cfg.tasks, "train"))
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("teacher fine-tune:")]
+    assert lines and lines[-1].startswith(f"teacher fine-tune: 100% ({total:,}/{total:,} tokens)")
