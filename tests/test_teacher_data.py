@@ -21,7 +21,7 @@ def store(tiny_cfg):
 def test_generate_writes_shards_manifest_and_reuses(tiny_cfg, store, capsys):
     m = store.manifest
     assert m["complete"] and m["num_rows"] == 72 and len(m["shards"]) == 3
-    assert set(m["teacher_accuracy"]) == {"sentiment", "multiple_choice", "arithmetic"}
+    assert set(store.scores["teacher_accuracy"]) == {"sentiment", "multiple_choice", "arithmetic"}
     row = pq.read_table(store.data_dir / m["shards"][0]["file"]).slice(0, 1).to_pylist()[0]
     dec = decode_row(row, m)
     n = row["seq_len"]

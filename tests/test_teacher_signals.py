@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from wbvb.teacher import signals
-from wbvb.teacher.signals import TeacherSignals, topk_logprobs
+from wbvb.teacher.signals import TeacherSignals, real_positions, topk_logprobs
 
 
 def _reference(model, ids, mask, vocab, k):
@@ -27,18 +27,19 @@ def _batch(vocab):
     return ids, mask, lengths
 
 
-def test_topk_logprobs_in_chunks_match_the_whole_logits_and_skip_padding(monkeypatch):
-    logits = torch.randn(3, 11, 50, generator=torch.Generator().manual_seed(0)) * 4
-    lengths = [11, 8, 5]
-    monkeypatch.setattr(signals, "CHUNK_ELEMENTS", 3 * 45)  # 3 positions per chunk: chunks end mid-row
-    vals, ids = topk_logprobs(logits, 6, lengths, vocab=45)  # the last 5 rows of the embedding are padding
+def test_topk_logprobs_in_chunks_match_the_whole_logits(monkeypatch):
+    logits = torch.randn(24, 50, generator=torch.Generator().manual_seed(0)) * 4
+    monkeypatch.setattr(signals, "CHUNK_ELEMENTS", 5 * 45)  # 5 positions per chunk: the last one short
+    vals, ids = topk_logprobs(logits, 6, vocab=45)  # the last 5 rows of the embedding are padding
     ref = logits[..., :45]
     ref_vals, ref_ids = ref.topk(6, dim=-1)
-    ref_vals = ref_vals - torch.logsumexp(ref, dim=-1, keepdim=True)
-    for i, n in enumerate(lengths):
-        assert torch.equal(ids[i, :n], ref_ids[i, :n])
-        assert torch.allclose(vals[i, :n], ref_vals[i, :n], atol=1e-6)
-        assert not vals[i, n:].any() and not ids[i, n:].any()
+    assert torch.equal(ids, ref_ids)
+    assert torch.allclose(vals, ref_vals - torch.logsumexp(ref, dim=-1, keepdim=True), atol=1e-6)
+
+
+def test_real_positions_list_each_rows_unpadded_positions():
+    rows, pos = real_positions([3, 1, 2], "cpu")
+    assert rows.tolist() == [0, 0, 0, 1, 2, 2] and pos.tolist() == [0, 1, 2, 0, 0, 1]
 
 
 def _llama():
@@ -63,11 +64,16 @@ def test_teacher_signals_match_the_all_eager_forward(make):
     ids, mask, lengths = _batch(45)
     out, ref_vals, ref_ids = _reference(model, ids, mask, vocab=45, k=5)
     hidden_layers, attention_layers = [0, 2], [1]
-    vals, top, hidden, attn = TeacherSignals(model, hidden_layers, attention_layers)(
-        ids, mask, lengths, k=5, vocab=45, hidden_stride=2, attention_stride=2)
+    teacher = TeacherSignals(model, hidden_layers, attention_layers)
+    heads = []  # the LM head runs at the real positions only: no [B, S, vocab] logits for a padded batch
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, i, o: heads.append(tuple(o.shape)))
+    vals, top, hidden, attn = teacher(ids, mask, lengths, k=5, vocab=45, hidden_stride=2, attention_stride=2)
+    hook.remove()
+    assert heads == [(sum(lengths), 48)]
     assert hidden.shape == (3, 2, 6, 32) and attn.shape == (3, 1, 4, 6, 6)
     for i, n in enumerate(lengths):
         m = (n + 1) // 2
+        assert not vals[i, n:].any() and not top[i, n:].any()  # padding: zeros
         assert torch.equal(top[i, :n], ref_ids[i, :n])
         assert torch.allclose(vals[i, :n], ref_vals[i, :n], atol=1e-5)
         for j, layer in enumerate(hidden_layers):  # block i's output is hidden_states[i + 1]

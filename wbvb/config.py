@@ -114,6 +114,7 @@ class TeacherDataConfig:
     shard_rows: int = 512
     batch_size: int = 32
     verify_rows: int = 20  # rows sampled across the store by the verify step
+    threads: int = 0  # torch threads of the teacher stage; 0: every core this process may use (CPU affinity)
     # What the teacher stage asks of a cluster when it runs there as a Ray task (--address / sweep.address):
     cpus: float = 1.0
     gpus: float = 0.0  # e.g. 1: generate on a GPU node
@@ -374,6 +375,9 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         raise ConfigError(f"teacher_data.attention_rows '{td.attention_rows}': choose all or answer")
     if td.verify_rows < 0:
         raise ConfigError("teacher_data.verify_rows must be >= 0")
+    if td.threads < 0:
+        raise ConfigError(f"teacher_data.threads {td.threads}: give a thread count >= 1, or 0 for every core "
+                          "this process may use")
     if td.cpus <= 0 or td.gpus < 0:
         raise ConfigError("teacher_data.cpus must be > 0 and teacher_data.gpus >= 0")
     tr = cfg.training

@@ -85,7 +85,7 @@ def run_sweep(cfg, resume: bool = False) -> dict:
         prep = prepare(cfg)
     write_json_atomic(run_dir / "teacher.json", {
         "teacher_path": prep.teacher_path, "data_dir": str(prep.data_dir),
-        "fingerprint": prep.manifest["fingerprint"], "teacher_accuracy": prep.manifest.get("teacher_accuracy", {})})
+        "fingerprint": prep.manifest["fingerprint"], "teacher_accuracy": prep.scores["teacher_accuracy"]})
     store.push_driver_files()  # the config is on the run URI before any trial result is
 
     init_ray(cfg)

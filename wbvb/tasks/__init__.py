@@ -9,9 +9,9 @@ from __future__ import annotations
 from wbvb.tasks import quickstart
 from wbvb.tasks.example import Example
 from wbvb.tasks.quickstart import GENERATOR_VERSION, QUICKSTART_TASK_KEYS, TASK_NAMES
-from wbvb.tasks.real import identity, load_real
+from wbvb.tasks.real import identity, load_real, train_identity
 
-__all__ = ["Example", "TASK_NAMES", "load_examples", "load_all", "task_identity"]
+__all__ = ["Example", "TASK_NAMES", "load_examples", "load_all", "task_identity", "task_train_identity"]
 
 
 def load_examples(task_cfg, split: str) -> list[Example]:
@@ -22,11 +22,21 @@ def load_examples(task_cfg, split: str) -> list[Example]:
 
 
 def task_identity(task_cfg) -> dict:
-    """Everything that determines a task's examples (goes into teacher-data fingerprints)."""
+    """Everything that determines a task's examples, train and eval (keys presets, the fine-tuned
+    teacher and the teacher's eval scores)."""
     if task_cfg.source != "quickstart":
         return identity(task_cfg)
     # only the keys a generated task uses, so quickstart fingerprints stay what they were
     return {**{k: getattr(task_cfg, k) for k in QUICKSTART_TASK_KEYS}, "generator_version": GENERATOR_VERSION}
+
+
+def task_train_identity(task_cfg) -> dict:
+    """What determines a task's train examples only (the teacher shards hold train rows): changing
+    the eval side (``n_eval``, ``eval_shots`` where the exemplars are not drawn from train) keeps it."""
+    if task_cfg.source != "quickstart":
+        return train_identity(task_cfg)
+    # generated train examples do not depend on n_eval (each split is drawn on its own)
+    return {k: v for k, v in task_identity(task_cfg).items() if k != "n_eval"}
 
 
 def load_all(task_cfgs, split: str) -> list[Example]:

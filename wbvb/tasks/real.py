@@ -129,6 +129,28 @@ def identity(t) -> dict:
     out = {**dataclasses.asdict(t), "loader_version": LOADER_VERSION}
     fam = family_of(t)
     splits = set(split_names(t)) | ({fam.shot_split} if (t.train_shots or t.eval_shots) else set())
+    return _with_sources(t, out, splits)
+
+
+def train_identity(t) -> dict:
+    """What determines the train examples alone: ``identity`` without the eval side's size and shots.
+
+    The eval split still counts (its questions are held out of train), and so do the eval
+    exemplars when they come from the train split (SST-2, GSM8K), as they are held out too."""
+    import dataclasses
+
+    fam = family_of(t)
+    train_split, _ = split_names(t)
+    held_out_shots = max(t.train_shots, t.eval_shots) if fam.shot_split == train_split else t.train_shots
+    out = {**{k: v for k, v in dataclasses.asdict(t).items() if k not in ("n_eval", "eval_shots")},
+           "held_out_shots": held_out_shots, "loader_version": LOADER_VERSION}
+    splits = set(split_names(t)) | ({fam.shot_split} if held_out_shots else set())
+    return _with_sources(t, out, splits)
+
+
+def _with_sources(t, out: dict, splits: set[str]) -> dict:
+    """``out`` plus the files read for ``splits`` (sizes and hashes) or the hub names."""
+    fam = family_of(t)
     if t.source == "local":
         out["files"] = files_identity(p for s in sorted(splits)
                                       for p in fam.local_files(data_folder(t), s, t.subjects))

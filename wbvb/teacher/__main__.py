@@ -54,7 +54,7 @@ def main(argv=None) -> int:
             else:
                 prep = prepare(cfg, force=args.force, progress=True)
             print(json.dumps({"dir": str(prep.data_dir), "rows": prep.manifest["num_rows"],
-                              "teacher_accuracy": prep.manifest.get("teacher_accuracy")}, indent=1))
+                              "teacher_accuracy": prep.scores["teacher_accuracy"]}, indent=1))
         elif args.cmd == "verify":
             print(json.dumps(verify(location(args.dir), None if args.all else args.rows), indent=1))
             print("verify: OK")

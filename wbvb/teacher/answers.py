@@ -16,10 +16,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from wbvb import storage
+from wbvb.feed.batches import batched
 from wbvb.models.load import load_model, pick_device
 from wbvb.storage import write_json_atomic
 from wbvb.store.answers import ANSWERS_FILE, ANSWERS_META, ANSWERS_SCHEMA
 from wbvb.tasks import load_all
+from wbvb.teacher.progress import Progress, by_task, part_size
 from wbvb.train.evaluate import choice_loglikelihoods, generate_answers
 
 
@@ -27,7 +29,8 @@ def _settings(cfg) -> dict:
     return {"max_new_tokens": cfg.training.max_new_tokens, "version": 1}
 
 
-def teacher_answers(cfg, teacher_path: str, tokenizer, data_dir: Path | str, force: bool = False) -> Path | str:
+def teacher_answers(cfg, teacher_path: str, tokenizer, data_dir: Path | str, force: bool = False,
+                    progress: bool = False) -> Path | str:
     """Make sure ``data_dir`` holds the teacher's answer to every train example; return the file."""
     out, meta_path = storage.join(data_dir, ANSWERS_FILE), storage.join(data_dir, ANSWERS_META)
     if storage.is_file(out) and storage.is_file(meta_path) and not force:
@@ -39,15 +42,18 @@ def teacher_answers(cfg, teacher_path: str, tokenizer, data_dir: Path | str, for
     examples = load_all(cfg.tasks, "train")
     t0 = time.perf_counter()
     rows = []
-    for task in dict.fromkeys(ex.task for ex in examples):
-        exs = [ex for ex in examples if ex.task == task]
-        if exs[0].scoring == "choice":
-            scores = choice_loglikelihoods(model, tokenizer, exs, tr.eval_batch_size, device)
-            answers = [ex.choices[s.index(max(s))] for ex, s in zip(exs, scores)]
-        else:
-            answers = [t.rstrip() for t in generate_answers(model, tokenizer, exs, tr.eval_batch_size,
-                                                            tr.max_new_tokens, device)]
-        rows += [{"example_id": ex.id, "task": task, "answer": a} for ex, a in zip(exs, answers)]
+    part = part_size(len(examples), tr.eval_batch_size)
+    with Progress(len(examples), "teacher answers", "examples", bar=progress) as bar:
+        for task, exs in by_task(examples).items():
+            for chunk in batched(exs, part):
+                if chunk[0].scoring == "choice":
+                    scores = choice_loglikelihoods(model, tokenizer, chunk, tr.eval_batch_size, device)
+                    answers = [ex.choices[s.index(max(s))] for ex, s in zip(chunk, scores)]
+                else:
+                    answers = [t.rstrip() for t in generate_answers(model, tokenizer, chunk, tr.eval_batch_size,
+                                                                    tr.max_new_tokens, device)]
+                rows += [{"example_id": ex.id, "task": task, "answer": a} for ex, a in zip(chunk, answers)]
+                bar.update(len(chunk))
     with storage.atomic_output(out) as tmp:
         pq.write_table(pa.Table.from_pylist(rows, schema=ANSWERS_SCHEMA), tmp)
     seconds = round(time.perf_counter() - t0, 2)

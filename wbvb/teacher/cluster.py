@@ -32,9 +32,9 @@ def stage_resources(cfg) -> dict:
 
 
 def _prepare_task(cfg_dict: dict, force: bool) -> dict:
-    prep = prepare(config_from_dict(cfg_dict), force=force)
+    prep = prepare(config_from_dict(cfg_dict), force=force, in_ray_task=True)
     return {"teacher_path": prep.teacher_path, "student_path": prep.student_path, "data_dir": str(prep.data_dir),
-            "manifest": prep.manifest, "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+            "manifest": prep.manifest, "scores": prep.scores, "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
 
 
 def prepare_on_cluster(cfg, force: bool = False) -> tuple[PreparedTeacher, dict]:
@@ -49,7 +49,8 @@ def prepare_on_cluster(cfg, force: bool = False) -> tuple[PreparedTeacher, dict]
     task = ray.remote(_prepare_task).options(**res, max_retries=1)
     out = ray.get(task.remote(cfg.to_dict(), force))
     where = {"node_id": out.pop("node_id"), "pid": out.pop("pid")}
-    prep = PreparedTeacher(out["teacher_path"], out["student_path"], Path(out["data_dir"]), out["manifest"])
+    prep = PreparedTeacher(out["teacher_path"], out["student_path"], Path(out["data_dir"]), out["manifest"],
+                           out["scores"])
     print(f"teacher data: {prep.data_dir} ready ({prep.manifest['num_rows']} rows, fingerprint "
           f"{prep.manifest['fingerprint']}), made or found on node {where['node_id'][:12]}", flush=True)
     return prep, where

@@ -16,10 +16,11 @@ from pathlib import Path
 from wbvb.feed.batches import ExampleSource
 from wbvb.tasks import load_all, task_identity
 from wbvb.teacher.generate import weights_identity
+from wbvb.teacher.progress import CountingSource, Progress
 from wbvb.train.trainer import Trainer
 
 
-def finetuned_teacher(cfg, teacher_path: str, tokenizer) -> str:
+def finetuned_teacher(cfg, teacher_path: str, tokenizer, progress: bool = False) -> str:
     """Path of the fine-tuned teacher (built once), or ``teacher_path`` if fine-tuning is off."""
     epochs = cfg.models.teacher_finetune_epochs
     if epochs <= 0:
@@ -39,8 +40,10 @@ def finetuned_teacher(cfg, teacher_path: str, tokenizer) -> str:
                       lr=cfg.models.teacher_finetune_lr, epochs=epochs)
     # a progress check only (n_eval 0 means the whole split, which the teacher data's evaluation uses)
     eval_small = load_all([dataclasses.replace(t, n_eval=min(t.n_eval or 50, 50)) for t in cfg.tasks], "eval")
-    trainer.fit(source, eval_small, on_epoch_end=lambda m, e: print(
-        f"teacher: epoch {m['epoch']} loss {m['train_loss']:.3f} val_acc {m['val_acc']:.3f}", flush=True))
+    tokens = epochs * sum(len(r["input_ids"]) for r in source.rows)
+    with Progress(tokens, "teacher fine-tune", "tokens", bar=progress) as bar:
+        trainer.fit(CountingSource(source, bar), eval_small, on_epoch_end=lambda m, e: print(
+            f"teacher: epoch {m['epoch']} loss {m['train_loss']:.3f} val_acc {m['val_acc']:.3f}", flush=True))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".ft-", dir=out.parent))
     trainer.save_pretrained(tmp)

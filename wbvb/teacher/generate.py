@@ -1,8 +1,10 @@
 """Run the teacher once over prompt+answer and store its signals as Parquet shards.
 
 The store lives at ``<teacher_data.path>/<fingerprint>/``, a local folder or a URI (``storage``). The fingerprint hashes every input
-that changes the bytes (teacher weights, tokenizer, tasks, max length, k, layers, strides, dtype,
-encodings, shard size, format version); a complete store with the same fingerprint is reused. Shards are written to
+that changes the bytes (teacher weights, tokenizer, the train side of each task, max length, k,
+layers, strides, dtype, encodings, shard size, format version); a complete store with the same
+fingerprint is reused. The shards hold train rows only, so the eval side of a task (``n_eval``,
+``eval_shots``) is not in it: the teacher's eval scores are kept apart (``teacher.scores``). Shards are written to
 a temp name and renamed, and the manifest is updated after each one, so an interrupted run
 resumes at the next missing shard.
 """
@@ -13,24 +15,21 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 
-from tqdm import tqdm
-
 from wbvb import storage
 from wbvb.feed.batches import batched, collate, encode_example
-from wbvb.tasks import load_all, task_identity
+from wbvb.tasks import load_all, task_train_identity
 from wbvb.store.codec import encode_signals, layout_of, strided
 from wbvb.store.compress import bits_for
 from wbvb.store.schema import FORMAT_VERSION, MANIFEST, TeacherDataError, read_manifest
 from wbvb.storage import write_json_atomic
 from wbvb.store.writer import ShardWriter
 from wbvb.models.load import load_model, pick_device
+from wbvb.teacher.progress import Progress
 from wbvb.teacher.signals import TeacherSignals
 from wbvb.train.alignment import resolve_layers
-from wbvb.train.evaluate import evaluate
 
 log = logging.getLogger("wbvb.teacher")
 
@@ -60,7 +59,7 @@ def fingerprint_inputs(cfg, teacher_path: str, tokenizer) -> dict:
         "format_version": FORMAT_VERSION,
         "teacher": weights_identity(teacher_path),
         "tokenizer_vocab": vocab,
-        "tasks": [task_identity(t) for t in cfg.tasks],
+        "tasks": [task_train_identity(t) for t in cfg.tasks],
         "max_length": cfg.training.max_length,
         "top_k": td.top_k, "hidden_layers": td.hidden_layers, "attention_layers": td.attention_layers,
         "hidden_stride": td.hidden_stride, "attention_stride": td.attention_stride,
@@ -169,8 +168,8 @@ def generate(cfg, teacher_path: str, tokenizer, force: bool = False, progress: b
     done = {s["file"] for s in manifest["shards"] if s["file"] in present}
     chunks = list(batched(encoded, td.shard_rows))
     todo = [(i, c) for i, c in enumerate(chunks) if f"shard-{i:05d}.parquet" not in done]
-    bar = tqdm(total=sum(len(c) for _, c in todo), unit="ex", desc="teacher data", disable=not progress,
-               file=sys.stderr, dynamic_ncols=True)
+    # rows are length-sorted: counted in tokens, so the ETA does not read the short rows' pace
+    bar = Progress(sum(len(e["input_ids"]) for _, c in todo for e in c), "teacher data", "tokens", bar=progress)
     t0 = time.perf_counter()
     writer = ShardWriter(out_dir, manifest)
     try:
@@ -178,21 +177,14 @@ def generate(cfg, teacher_path: str, tokenizer, force: bool = False, progress: b
             rows = []
             for b in batched(chunk, td.batch_size):
                 rows.extend(teacher_rows(signals, tokenizer, b, cfg, layout, device))
-                bar.update(len(b))
+                bar.update(sum(len(e["input_ids"]) for e in b))
             writer.submit(f"shard-{idx:05d}.parquet", rows)
     finally:
         manifest = writer.close()
         bar.close()
-    eval_examples = load_all(cfg.tasks, "eval")
-    tr = cfg.training
-    ev = evaluate(model, tokenizer, eval_examples, tr.eval_batch_size, tr.max_new_tokens, tr.max_length, device)
-    manifest["teacher_accuracy"] = ev["accuracy"]
-    manifest["teacher_accuracy_norm"] = ev["accuracy_norm"]  # choice tasks, length-normalised
-    manifest["teacher_accuracy_flexible"] = ev["accuracy_flexible"]  # generation tasks, last number
-    manifest["teacher_val_acc"] = ev["val_acc"]
     manifest["generation_seconds"] = round(time.perf_counter() - t0, 2)
     manifest["complete"] = True
     write_json_atomic(storage.join(out_dir, MANIFEST), manifest)
     print(f"teacher data: wrote {manifest['num_rows']} rows in {len(manifest['shards'])} shards to {out_dir} "
-          f"({manifest['generation_seconds']} s); teacher accuracy {ev['accuracy']}", flush=True)
+          f"({manifest['generation_seconds']} s)", flush=True)
     return out_dir

@@ -132,21 +132,27 @@ def topk_kd_loss(student_logits: torch.Tensor, topk_ids: torch.Tensor, topk_logp
     ``answer_mask[:, 1:]`` at positions ``[:, :-1]``. ``vocab`` truncates embedding rows padded
     past the tokenizer's vocabulary. ``tail_bucket=False`` is the earlier scripts' definition
     (teacher renormalised over its top-k, student log-probs over the whole vocabulary).
+    ``student_logits`` is [B, T, V], or [N, V] already taken at those answer positions (row-major).
     """
     pos = answer_mask[:, 1:].nonzero(as_tuple=True)
     if pos[0].numel() == 0:
         return student_logits.sum() * 0.0
     ids = topk_ids[:, :-1][pos].long()
     t_logp = topk_logprobs[:, :-1][pos].float()
+    if student_logits.dim() == 2:  # gathered rows: one "sequence" of N positions
+        rows = torch.arange(ids.size(0), device=ids.device)
+        logits, b_idx, t_idx = student_logits[None], torch.zeros_like(rows), rows
+    else:
+        logits, b_idx, t_idx = student_logits, pos[0], pos[1]
     if not tail_bucket:
         log_p = teacher_buckets(t_logp, temperature, tail=False)
-        log_q = student_logprobs_at(student_logits, pos[0], pos[1], ids, temperature, vocab, chunk)
+        log_q = student_logprobs_at(logits, b_idx, t_idx, ids, temperature, vocab, chunk)
     elif ids.size(-1) >= (vocab or student_logits.size(-1)):  # k = vocabulary: no tail, the dense KL at T
         log_p = tempered_buckets(t_logp, temperature)
-        log_q = tempered_buckets(student_logprobs_at(student_logits, pos[0], pos[1], ids, 1.0, vocab, chunk), temperature)
+        log_q = tempered_buckets(student_logprobs_at(logits, b_idx, t_idx, ids, 1.0, vocab, chunk), temperature)
     else:
         log_p = teacher_buckets(t_logp, temperature, tail=True)
-        s = student_logprobs_at(student_logits, pos[0], pos[1], ids, 1.0, vocab, chunk, tail=True)
+        s = student_logprobs_at(logits, b_idx, t_idx, ids, 1.0, vocab, chunk, tail=True)
         s = torch.cat([s[:, :-1], s[:, -1:].clamp_min(math.log(TAIL_FLOOR))], dim=-1)
         log_q = tempered_buckets(s, temperature)
     per_token = divergence(log_p, log_q, divergence_kind, jsd_beta)

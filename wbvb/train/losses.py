@@ -23,8 +23,20 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask, values, 0.0).sum() / mask.sum().clamp_min(1)
 
 
+def answer_positions(answer_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, position) of every position that predicts an answer token, row-major: where the task
+    and KD losses read the logits (``answer_mask[:, 1:]``, as logits[:, t] predicts token t+1)."""
+    return answer_mask[:, 1:].nonzero(as_tuple=True)
+
+
 def task_loss(logits: torch.Tensor, input_ids: torch.Tensor, answer_mask: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of the answer tokens, shifted for a causal LM."""
+    """Cross-entropy of the answer tokens, shifted for a causal LM.
+
+    ``logits`` is [B, T, V], or [N, V] already taken at ``answer_positions(answer_mask)``."""
+    if logits.dim() == 2:
+        b, t = answer_positions(answer_mask)
+        nll = F.cross_entropy(logits.float(), input_ids[b, t + 1], reduction="sum")
+        return nll / max(b.numel(), 1)
     pred = logits[:, :-1].float()
     target = input_ids[:, 1:]
     nll = F.cross_entropy(pred.reshape(-1, pred.size(-1)), target.reshape(-1), reduction="none")

@@ -2,6 +2,7 @@
 aligns to which stored teacher block, and the assembly of the weighted loss from one forward pass."""
 from __future__ import annotations
 
+import contextlib
 from typing import Optional
 
 import torch
@@ -10,6 +11,7 @@ from torch import nn
 from wbvb.config import ConfigError
 from wbvb.distill_types import DISTILL
 from wbvb.models.capture import Capture
+from wbvb.models.head import HeadAt
 from wbvb.store.schema import TeacherDims
 from wbvb.train import kd, losses
 from wbvb.train.alignment import cut_of, head_map, layer_pairs, missing_layers, stored_index
@@ -26,13 +28,19 @@ class StudentBundle(nn.Module):
         self.student = student
         self.projectors = projectors
         self.capture = capture
+        self.head = HeadAt(student)
 
-    def forward(self, input_ids, attention_mask):
-        """(logits, hidden states by student block, attention probabilities by student block)."""
-        if self.capture is None:
-            return self.student(input_ids=input_ids, attention_mask=attention_mask).logits, {}, {}
-        with self.capture:
+    def forward(self, input_ids, attention_mask, positions: Optional[tuple[torch.Tensor, torch.Tensor]] = None):
+        """(logits, hidden states by student block, attention probabilities by student block).
+
+        With ``positions`` (row indices, position indices) the logits are [N, V], at those positions
+        only (the LM head runs there alone); without, the full [B, T, V]."""
+        capture = self.capture if self.capture is not None else contextlib.nullcontext()
+        head = self.head.at(*positions) if positions is not None else contextlib.nullcontext()
+        with capture, head:
             logits = self.student(input_ids=input_ids, attention_mask=attention_mask).logits
+        if self.capture is None:
+            return logits, {}, {}
         return logits, dict(self.capture.hidden), dict(self.capture.attentions)
 
 
@@ -87,7 +95,8 @@ class StudentLoss:
         or the DeepSpeed engine that wraps it."""
         ids, mask, ans = (batch[k].to(device) for k in ("input_ids", "attention_mask", "answer_mask"))
         w = self.weights
-        logits, hidden, attn = model(ids, mask)
+        # the LM head runs only where the task and KD losses read: the positions predicting answer tokens
+        logits, hidden, attn = model(ids, mask, losses.answer_positions(ans))
         parts = {"task": losses.task_loss(logits[..., :self.vocab], ids, ans)}
         if "topk" in self.signals and w.beta > 0:
             parts["kd"] = kd.topk_kd_loss(logits, batch["topk_ids"].to(device), batch["topk_logprobs"].to(device),
