@@ -21,6 +21,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+
 from wbvb import storage
 from wbvb.feed.batch_maker import remote_batches, request
 from wbvb.feed.prefetch import prefetch
@@ -94,10 +96,14 @@ class ShardStream:
         """Where each example of the store is (``shard_source.index_shards``)."""
         return index_shards(self.paths, self.rows, self.columns, self.filesystem)
 
-    def dataset(self, index, windows):
-        """The rows at ``windows`` (arrays of row numbers of ``index``, in read order) as a lazy Ray Dataset."""
+    def dataset(self, index=None, windows=None):
+        """The rows at ``windows`` (arrays of row numbers of ``index``, in read order; by default
+        every row in storage order) as a lazy Ray Dataset."""
         import ray.data
 
+        index = self.index() if index is None else index
+        if windows is None:
+            windows = self._windows(index, [np.arange(len(index.example_ids))])
         configure_data_context(self.data_cpus, self.stall_timeout_s)
         source = TeacherRowSource(self.paths, index, windows, self.columns, self.filesystem, BLOCK_BYTES)
         return ray.data.read_datasource(source, num_cpus=min(0.25, self.data_cpus), override_num_blocks=len(windows))
@@ -144,10 +150,15 @@ class ShardStream:
     def _tables(self, index, orders: list) -> Iterator:
         """Arrow blocks of the epochs' orders back to back, in windows of about ``WINDOW_BYTES``: one
         Ray Data execution for all of them (each execution costs a start and a scheduling loop)."""
-        size = max(1, int(WINDOW_BYTES // max(index.row_bytes, 1.0)))
-        windows = [order[i: i + size] for order in orders for i in range(0, len(order), size)]
+        windows = self._windows(index, orders)
         if windows:
             yield from self.dataset(index, windows).iter_batches(batch_size=None, batch_format="pyarrow")
+
+    @staticmethod
+    def _windows(index, orders: list) -> list:
+        """The orders cut into windows of about ``WINDOW_BYTES`` of projected columns (one read task each)."""
+        size = max(1, int(WINDOW_BYTES // max(index.row_bytes, 1.0)))
+        return [order[i: i + size] for order in orders for i in range(0, len(order), size)]
 
     def epoch(self, epoch: int, seed: int) -> Iterator[dict]:
         for _, batch in self.batches(epoch, epoch + 1, seed):
