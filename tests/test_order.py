@@ -175,3 +175,44 @@ def test_row_groups_hold_at_most_the_byte_limit_or_one_row():
     assert writer.row_group_sizes([50, 50, 50, 10], limit=100) == [2, 2]
     assert writer.row_group_sizes([150, 10, 95], limit=100) == [1, 1, 1]
     assert writer.row_group_sizes([], limit=100) == []
+
+
+def test_a_window_gathers_exactly_the_rows_asked_for_in_that_order(stores):
+    """``_read_window`` straight (no Ray): rows from several shards and row groups, out of storage order."""
+    import pyarrow.parquet as pq
+
+    from wbvb.feed.shard_source import _read_window, index_shards
+    from wbvb.store.schema import columns_for, shard_paths
+
+    (path, m), _ = stores
+    paths = [str(p) for p in shard_paths(path, m)]
+    index = index_shards(paths, [s["rows"] for s in m["shards"]], columns_for(("topk",)))
+    assert index.example_ids.tolist() == [r for p in paths for r in pq.read_table(p).column("example_id").to_pylist()]
+    want = np.array([150, 3, 77, 4, 191, 40, 2])  # row numbers across the shards
+    blocks = list(_read_window(dict(enumerate(paths)), dict(enumerate(index.group_starts)), index.shard[want],
+                               index.row[want], columns_for(("topk",)), None, read_rows=3, block_rows=4))
+    assert [b.num_rows for b in blocks] == [4, 3]
+    assert sum((b.column("example_id").to_pylist() for b in blocks), []) == index.example_ids[want].tolist()
+
+
+def test_a_shard_that_disagrees_with_its_manifest_is_named(stores):
+    from wbvb.feed.shard_source import index_shards
+    from wbvb.store.schema import TeacherDataError, shard_paths
+
+    (path, m), _ = stores
+    rows = [s["rows"] for s in m["shards"]]
+    rows[1] += 1
+    with pytest.raises(TeacherDataError, match=r"shard-00001.parquet: holds 40 rows, its manifest entry says 41"):
+        index_shards([str(p) for p in shard_paths(path, m)], rows, ["example_id"])
+
+
+def test_a_rewritten_shard_is_not_read_with_its_old_footer(tmp_path):
+    from wbvb.feed.shard_source import open_shard
+
+    path = tmp_path / "s.parquet"
+    pa_rows = [{"example_id": f"x{i}", "task": "t", "split": "train", "input_ids": [1, 2], "prompt_len": 1,
+                "seq_len": 2, "label": ""} for i in range(5)]
+    writer.write_shard(path, pa_rows)
+    assert open_shard(str(path)).metadata.num_rows == 5
+    writer.write_shard(path, pa_rows[:3])
+    assert open_shard(str(path)).read(columns=["example_id"]).column(0).to_pylist() == ["x0", "x1", "x2"]

@@ -48,7 +48,9 @@ _FOOTER_BYTES = 64 << 20
 _FOOTER_LOCK = threading.Lock()
 
 
-def open_shard(path: str, filesystem=None) -> pq.ParquetFile:
+def open_shard(path: str, filesystem=None, remember: bool = True) -> pq.ParquetFile:
+    """The shard, its footer from this process's cache when it was read recently (``remember``:
+    keep it there)."""
     fs = filesystem or pafs.LocalFileSystem()
     info = fs.get_file_info(path)
     if info.type != pafs.FileType.File:
@@ -60,7 +62,7 @@ def open_shard(path: str, filesystem=None) -> pq.ParquetFile:
         if meta is not None:
             _FOOTERS.move_to_end(key)
     f = pq.ParquetFile(path, filesystem=filesystem, metadata=meta)
-    if meta is None:
+    if meta is None and remember:
         with _FOOTER_LOCK:
             _FOOTERS[key] = f.metadata
             while sum(m.serialized_size for m in _FOOTERS.values()) > _FOOTER_BYTES and len(_FOOTERS) > 1:
@@ -79,7 +81,7 @@ def index_shards(paths: list[str], rows: list[int], columns: list[str], filesyst
     ids, shard, row, starts = [], [], [], []
     nbytes = 0
     for s, (path, n) in enumerate(zip(paths, rows)):
-        with open_shard(path, filesystem) as f:
+        with open_shard(path, filesystem, remember=False) as f:  # read once here: not worth keeping
             meta = f.metadata
             if meta.num_rows != n:
                 raise TeacherDataError(f"{path}: holds {meta.num_rows} rows, its manifest entry says {n}; the store "
