@@ -6,11 +6,11 @@ sources alternating within each round:
 
 - ``list``: the decoded batches, already in memory (the reference);
 - ``readahead``: the same in-memory batches through the trial's read-ahead thread (``prefetch``);
-- ``decode``: shuffle + decode (``shuffled_batches`` + ``decode_batch``) of Ray Data's blocks,
+- ``decode``: batch cuts + decode (``batch_tables`` + ``decode_batch``) of Ray Data's blocks,
   read into memory beforehand, in the read-ahead thread, as a trial does;
 - ``decode_unused``: the same work in that thread, but the loop trains on the in-memory batches
   (the cost of doing the work, apart from the batches it makes);
-- ``stream``: the ShardStream as a trial reads it: Ray Data, shuffle + decode and read-ahead in
+- ``stream``: the ShardStream as a trial reads it: Ray Data, batch cuts + decode and read-ahead in
   its batch-making task (another process), the loop taking ready batches from the object store;
 - ``stream_in_process``: the same pipeline in this process (``local_batches``) behind the
   read-ahead thread, as trials ran it before the batch-making process.
@@ -51,22 +51,21 @@ def main() -> None:
     from wbvb.distill_types import DISTILL
     from wbvb.models.load import load_model
     from wbvb.feed.prefetch import prefetch
-    from wbvb.feed.shuffle import RowCutter, batch_rng, shuffled_batches
+    from wbvb.feed.shuffle import batch_tables, epoch_order
     from wbvb.feed.stream import ShardStream
     from wbvb.store.codec import decode_batch
 
     cfg, prep, _ = quickstart_store(args.rows_per_task, args.epochs, "wbvb-bench-dt-")
     stream = ShardStream(prep.data_dir, prep.manifest, DISTILL["black_box"].signals, cfg.training.batch_size,
                          cfg.sweep.data_cpus, cfg.sweep.stall_timeout_s)
-    blocks = list(stream._tables(0, args.epochs, 0))  # Ray Data's blocks of all epochs, in memory
+    index = stream.index()
+    orders = [epoch_order(index.example_ids, 0, epoch) for epoch in range(args.epochs)]
+    blocks = list(stream._tables(index, orders))  # Ray Data's blocks of all epochs, in memory
 
     def decoded():
-        """The trial's batches (``ShardStream.batches``' draws and decoding) from the blocks in memory."""
-        rows = RowCutter(iter(blocks))
-        for epoch in range(args.epochs):
-            for table in shuffled_batches(rows.take(stream.num_rows), stream.batch_size, 4 * stream.batch_size,
-                                          batch_rng(0, epoch)):
-                yield decode_batch(table, stream.manifest, stream.pad_id)
+        """The trial's batches (``ShardStream.batches``' cuts and decoding) from the blocks in memory."""
+        for _, table in batch_tables(iter(blocks), [len(o) for o in orders], stream.batch_size):
+            yield decode_batch(table, stream.manifest, stream.pad_id)
 
     in_memory = list(decoded())  # the same batches as the stream's, without reading the shards again
 

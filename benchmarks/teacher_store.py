@@ -178,13 +178,14 @@ def stream_peak_rss(store: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def replicated_store(shard: Path, rows_per_shard: int, copies: int, out: Path, manifest: dict) -> Path:
+def replicated_store(rows: list[dict], copies: int, out: Path, manifest: dict) -> Path:
+    """``copies`` shards of the same rows, each copy under its own example ids (the order is on ids)."""
     out.mkdir(parents=True)
     m = json.loads(json.dumps(manifest))
     for c in range(copies):
-        shutil.copy(shard, out / f"shard-{c:05d}.parquet")
-        m["shards"].append({"file": f"shard-{c:05d}.parquet", "rows": rows_per_shard})
-    m["num_rows"] = rows_per_shard * copies
+        wbvb_write([{**r, "example_id": f"c{c}-{r['example_id']}"} for r in rows], out / f"shard-{c:05d}.parquet", m)
+        m["shards"].append({"file": f"shard-{c:05d}.parquet", "rows": len(rows)})
+    m["num_rows"] = len(rows) * copies
     write_json_atomic(out / MANIFEST, m)
     return out
 
@@ -232,10 +233,9 @@ def main() -> None:
             compare_formats(tmp, args.rows)
         if not args.skip_stream:
             m = manifest_for()
-            shard = tmp / "stream-shard.parquet"
-            wbvb_write(synthetic_rows(args.stream_rows, seed=1), shard, m)
-            one = stream_peak_rss(replicated_store(shard, args.stream_rows, 1, tmp / "x1", m))
-            ten = stream_peak_rss(replicated_store(shard, args.stream_rows, 10, tmp / "x10", m))
+            rows = synthetic_rows(args.stream_rows, seed=1)
+            one = stream_peak_rss(replicated_store(rows, 1, tmp / "x1", m))
+            ten = stream_peak_rss(replicated_store(rows, 10, tmp / "x10", m))
             for kind in ("private", "total"):
                 print(f"stream_peak_{kind}_rss_mib_1x: {one[kind]:.0f}")
                 print(f"stream_peak_{kind}_rss_mib_10x: {ten[kind]:.0f}")

@@ -3,9 +3,10 @@
 ``fixtures/premove/`` was written by the code before the layout move (commit 0cb170b): a tiny
 store (two shards, top-k + hidden + attention) and ``premove.json`` with the config it was made
 from, that config as the run saved it, and the run id it keyed its summary rows with. The run
-config keeps its hash (keys added since, at their defaults, aside). The store's fingerprint has
-changed since (it is keyed on the train side of each task, issue 19), so that store is not
-reused: a new one is made beside it, and the old one is left as it was.
+config keeps its hash (keys added since, at their defaults, aside). The store is in format 3;
+format 4 writes row groups of bounded size (an epoch reads rows in a uniformly random order), and
+the fingerprint is now keyed on the train side of each task, so today's code neither reads that
+store nor silently reuses it: it says so, writes a new one beside it, and leaves the old one as it was.
 """
 from __future__ import annotations
 
@@ -32,21 +33,27 @@ def test_the_run_config_and_its_id_are_unchanged():
     assert run_id_for(saved["config_dict"], "premove") == saved["run_id"]
 
 
-def test_the_old_store_is_left_alone_and_a_new_one_made_beside_it(tmp_path, capsys):
+def test_the_old_format_store_is_refused_and_replaced_with_a_message(tmp_path, capsys):
+    import pytest
+
     from wbvb.config import config_from_dict
+    from wbvb.store.schema import FORMAT_VERSION, TeacherDataError, read_manifest
     from wbvb.teacher.prepare import prepare
 
     saved = _saved()
     d = copy.deepcopy(saved["config"])
     d["models"]["cache_dir"] = str(tmp_path / "cache")
     d["teacher_data"]["path"] = str(tmp_path / "teacher")
-    store = tmp_path / "teacher" / saved["fingerprint"]
-    shutil.copytree(FIXTURE / "store", store)
-    before = {p.name: p.read_bytes() for p in store.iterdir()}
+    old = tmp_path / "teacher" / saved["fingerprint"]
+    shutil.copytree(FIXTURE / "store", old)
+    before = {p.name: p.read_bytes() for p in old.iterdir()}
+    with pytest.raises(TeacherDataError, match=f"format version 3 is not {FORMAT_VERSION}; regenerate"):
+        read_manifest(old)
     prep = prepare(config_from_dict(d))
-    assert prep.manifest["fingerprint"] != saved["fingerprint"]
-    assert Path(prep.data_dir).parent == store.parent and Path(prep.data_dir) != store
-    assert prep.manifest["complete"] and prep.manifest["num_rows"] == json.loads(
-        (store / "manifest.json").read_text())["num_rows"]  # the same train rows, stored anew
-    assert "reusing" not in capsys.readouterr().out.split("teacher eval")[0]
-    assert {p.name: p.read_bytes() for p in store.iterdir()} == before  # the old store untouched
+    assert prep.manifest["fingerprint"] != saved["fingerprint"] and Path(prep.data_dir) != old
+    assert prep.manifest["format_version"] == FORMAT_VERSION
+    out = capsys.readouterr().out
+    assert f"not reusing {old}: written in format 3, this wbvb reads format {FORMAT_VERSION}" in out
+    assert f"reusing {old}" not in out.replace(f"not reusing {old}", "")
+    assert {p.name: p.read_bytes() for p in old.iterdir()} == before  # the old store is left as it was
+    assert prep.manifest["num_rows"] == json.loads((old / "manifest.json").read_text())["num_rows"]  # same rows

@@ -9,7 +9,7 @@ from wbvb.config import TeacherDataConfig
 from wbvb.store import synthetic
 from wbvb.store.codec import encode_signals, layout_of
 from wbvb.teacher.generate import store_columns
-from wbvb.store.schema import FORMAT_VERSION, MANIFEST
+from wbvb.store.schema import FORMAT_VERSION, MANIFEST, TeacherDataError
 from wbvb.store.writer import write_shard
 
 
@@ -138,7 +138,7 @@ def test_an_error_while_making_batches_reaches_the_trial_as_itself(small_store, 
 
     data_dir, m = small_store
     m = {**m, "num_rows": 31}  # the manifest promises a row the shards do not hold
-    with pytest.raises(ValueError, match="ended 1 rows before the end of an epoch"):
+    with pytest.raises(TeacherDataError, match="the manifest says 31 rows, its shards hold 30"):
         list(ShardStream(data_dir, m, ["topk"], batch_size=4).batches(0, 1, seed=0))
 
 

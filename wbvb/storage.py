@@ -122,14 +122,16 @@ def mkdir(p: Path | str) -> None:
         fs.create_dir(path, recursive=True)
 
 
-def listdir(p: Path | str) -> list[str]:
-    """Names of the files directly in a folder (none if it does not exist)."""
+def listdir(p: Path | str, kind: pafs.FileType = pafs.FileType.File) -> list[str]:
+    """Names of the files (or, with ``kind=FileType.Directory``, folders) directly in a folder (none
+    if it does not exist)."""
     if isinstance(p, Path):
-        return sorted(f.name for f in p.iterdir() if f.is_file()) if p.is_dir() else []
+        keep = Path.is_file if kind == pafs.FileType.File else Path.is_dir
+        return sorted(f.name for f in p.iterdir() if keep(f)) if p.is_dir() else []
     fs, path = filesystem(p)
     with _errors(p):
         infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
-    return sorted(i.base_name for i in infos if i.type == pafs.FileType.File)
+    return sorted(i.base_name for i in infos if i.type == kind)
 
 
 def read_bytes(p: Path | str) -> bytes:

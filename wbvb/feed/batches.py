@@ -11,6 +11,8 @@ from typing import Iterable, Protocol, Sequence
 import numpy as np
 import torch
 
+from wbvb.feed.shuffle import epoch_order
+
 
 def prompt_ids(tokenizer, prompt: str) -> list[int]:
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
@@ -89,7 +91,8 @@ def batched(items: Sequence, size: int):
 
 
 class ExampleSource:
-    """In-memory examples as a batch source (used to fine-tune the teacher before it is read)."""
+    """In-memory examples as a batch source (``seq_kd`` trials; the teacher's fine-tune), read in
+    ``epoch_order``: the order a ``ShardStream`` over the same examples reads."""
 
     def __init__(self, examples, tokenizer, max_length: int, batch_size: int):
         self.rows = [encode_example(ex, tokenizer, max_length) for ex in examples]
@@ -98,10 +101,11 @@ class ExampleSource:
         self.num_rows = len(self.rows)
 
     def batches(self, first_epoch: int, end_epoch: int, seed: int, skip: int = 0):
-        """(epoch, batch) in an order fixed by (seed, epoch); ``skip`` micro-batches of the first
+        """(epoch, batch) in ``epoch_order(seed, epoch)``; ``skip`` micro-batches of the first
         epoch are left out without being padded (a mid-epoch resume)."""
+        ids = [r["example_id"] for r in self.rows]
         for epoch in range(first_epoch, end_epoch):
-            order = np.random.default_rng([seed, epoch]).permutation(self.num_rows)
+            order = epoch_order(ids, seed, epoch)
             if epoch == first_epoch:
                 order = order[skip * self.batch_size:]
             for idx in batched(order, self.batch_size):

@@ -1,35 +1,41 @@
 """Ray Data pipeline: teacher shards -> padded torch batches for one distill type.
 
 Reads lazily with column projection (a ``black_box`` trial never reads hidden or attention
-bytes), through a Ray Data source built from the manifest (``wbvb.shard_source``). Each epoch
-reads the shards in an order and draws batches from a shuffle buffer with seeds derived from
-(trial seed, epoch) (``wbvb.shuffle``), and order is preserved otherwise so a run is
-reproducible; a trial's epochs are one Ray Data execution, read ahead by a thread across epoch
-ends. Memory does not grow with the store (benchmarks/README.md, "Teacher store"): blocks are
-capped at ``BLOCK_BYTES``, the read-ahead at ``READ_AHEAD_BYTES``, the shard order is drawn
-before reading (``randomize_block_order`` first reads every block into the object store), and
-the row shuffle is ours (Ray's local shuffle buffer held up to ~8x the rows it was asked for;
-ours lets a block go once its rows are drawn and never concatenates the buffer). Arrow batches
-decode straight into padded arrays (``teacher.codec.decode_arrays``), with no per-row Python
-objects. Ray Data gets a CPU cap of its own and a no-progress timeout, so a starved pipeline
-fails loudly instead of hanging (../shared/DESIGN.md: the Ray Data deadlock). All of this runs in a Ray task beside the
-trial (``wbvb.batch_maker``), not in the trial's process: the trial takes ready batches.
+bytes), through a Ray Data source built from the manifest (``feed.shard_source``). Each epoch
+reads every example once in the order ``feed.shuffle.epoch_order`` defines on example ids (a
+uniformly random permutation seeded by (trial seed, epoch), the same order an ``ExampleSource``
+over the same examples gives), batches being consecutive runs of it; a trial's epochs are one Ray
+Data execution, read ahead by a thread across epoch ends. The stream first indexes the store
+(every shard's example ids and row groups), then reads the order in windows of about
+``WINDOW_BYTES`` of projected columns, each window one Ray Data read task that reads only the row
+groups its rows lie in. Memory does not grow with the store (benchmarks/README.md, "Teacher
+store"): a window, blocks of ``BLOCK_BYTES`` and the read-ahead (``READ_AHEAD_BYTES``) are fixed
+sizes; only the index (an id and two integers per row) grows with the rows. Arrow batches decode
+straight into padded arrays (``store.codec.decode_arrays``), with no per-row Python objects. Ray
+Data gets a CPU cap of its own and a no-progress timeout, so a starved pipeline fails loudly
+instead of hanging (../shared/DESIGN.md: the Ray Data deadlock). All of this runs in a Ray task
+beside the trial (``feed.batch_maker``), not in the trial's process: the trial takes ready batches.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator
+
+import numpy as np
 
 from wbvb import storage
 from wbvb.feed.batch_maker import remote_batches, request
 from wbvb.feed.prefetch import prefetch
-from wbvb.feed.shard_source import TeacherShardSource
-from wbvb.feed.shuffle import RowCutter, batch_rng, shard_order, shuffled_batches
+from wbvb.feed.shard_source import TeacherRowSource, index_shards
+from wbvb.feed.shuffle import batch_tables, epoch_order
 from wbvb.store.codec import as_tensors, decode_arrays
-from wbvb.store.schema import columns_for, shard_paths
+from wbvb.store.schema import TeacherDataError, columns_for, shard_paths
 
 
 BLOCK_BYTES = 4 << 20  # a trial holds a few blocks (prefetch, the batcher's copy), whatever the store size
+# One read task's rows: it holds them all to put them in order. A store up to this size is one window
+# an epoch, so each of its row groups is read once per epoch.
+WINDOW_BYTES = 32 << 20
 
 
 def configure_data_context(data_cpus: float, stall_timeout_s: float) -> None:
@@ -86,15 +92,21 @@ class ShardStream:
         if self._made is None:
             self._made = ((first_epoch, end_epoch, seed, skip), request(self, first_epoch, end_epoch, seed, skip))
 
-    def dataset(self, order: Optional[list[int]] = None):
-        """The shards (all, or those at ``order``'s indices, in that order) as a lazy Ray Dataset."""
+    def index(self):
+        """Where each example of the store is (``shard_source.index_shards``)."""
+        return index_shards(self.paths, self.rows, self.columns, self.filesystem)
+
+    def dataset(self, index=None, windows=None):
+        """The rows at ``windows`` (arrays of row numbers of ``index``, in read order; by default
+        every row in storage order) as a lazy Ray Dataset."""
         import ray.data
 
+        index = self.index() if index is None else index
+        if windows is None:
+            windows = self._windows(index, [np.arange(len(index.example_ids))])
         configure_data_context(self.data_cpus, self.stall_timeout_s)
-        order = range(len(self.paths)) if order is None else order
-        source = TeacherShardSource([self.paths[i] for i in order], [self.rows[i] for i in order], self.columns,
-                                    self.filesystem, BLOCK_BYTES)
-        return ray.data.read_datasource(source, num_cpus=min(0.25, self.data_cpus), override_num_blocks=len(order))
+        source = TeacherRowSource(self.paths, index, windows, self.columns, self.filesystem, BLOCK_BYTES)
+        return ray.data.read_datasource(source, num_cpus=min(0.25, self.data_cpus), override_num_blocks=len(windows))
 
     def batches(self, first_epoch: int, end_epoch: int, seed: int, skip: int = 0) -> Iterator[tuple[int, dict]]:
         """(epoch, batch) for epochs [first_epoch, end_epoch), made by a Ray task on this node
@@ -119,24 +131,34 @@ class ShardStream:
         """``local_batches`` as NumPy arrays (what the batch-making task runs: it never imports torch).
 
         A thread reads Arrow blocks ahead of the batches (up to ``READ_AHEAD_BYTES``), across
-        epoch ends, so the next epoch's first batches are ready while this one ends. ``skip``
-        batches are drawn as before, not decoded.
+        epoch ends, so the next epoch's first batches are ready while this one ends. The ``skip``
+        batches' examples are not read at all.
         """
-        rows = RowCutter(prefetch(self._tables(first_epoch, end_epoch, seed), size=lambda t: t.nbytes,
-                                  max_size=READ_AHEAD_BYTES))
-        for epoch in range(first_epoch, end_epoch):
-            drawn = shuffled_batches(rows.take(self.num_rows), self.batch_size, 4 * self.batch_size,
-                                     batch_rng(seed, epoch), skip if epoch == first_epoch else 0)
-            for table in drawn:
-                if table is not None:
-                    yield epoch, decode_arrays(table, self.manifest, self.pad_id)
+        index = self.index()
+        if len(index.example_ids) != self.num_rows:
+            raise TeacherDataError(f"the manifest says {self.num_rows} rows, its shards hold {len(index.example_ids)}; "
+                                   "the store is damaged: regenerate it (python -m wbvb.teacher generate --force)")
+        orders = {epoch: epoch_order(index.example_ids, seed, epoch) for epoch in range(first_epoch, end_epoch)}
+        if first_epoch in orders:
+            orders[first_epoch] = orders[first_epoch][skip * self.batch_size:]
+        blocks = prefetch(self._tables(index, list(orders.values())), size=lambda t: t.nbytes,
+                          max_size=READ_AHEAD_BYTES)
+        epochs = list(orders)
+        for i, table in batch_tables(blocks, [len(o) for o in orders.values()], self.batch_size):
+            yield epochs[i], decode_arrays(table, self.manifest, self.pad_id)
 
-    def _tables(self, first_epoch: int, end_epoch: int, seed: int) -> Iterator:
-        """Arrow blocks of the epochs back to back, each epoch's shards in its seeded order: one Ray
-        Data execution for all of them (each execution costs a start and a scheduling loop)."""
-        order = [i for epoch in range(first_epoch, end_epoch) for i in shard_order(len(self.paths), seed, epoch)]
-        if order:
-            yield from self.dataset(order).iter_batches(batch_size=None, batch_format="pyarrow")
+    def _tables(self, index, orders: list) -> Iterator:
+        """Arrow blocks of the epochs' orders back to back, in windows of about ``WINDOW_BYTES``: one
+        Ray Data execution for all of them (each execution costs a start and a scheduling loop)."""
+        windows = self._windows(index, orders)
+        if windows:
+            yield from self.dataset(index, windows).iter_batches(batch_size=None, batch_format="pyarrow")
+
+    @staticmethod
+    def _windows(index, orders: list) -> list:
+        """The orders cut into windows of about ``WINDOW_BYTES`` of projected columns (one read task each)."""
+        size = max(1, int(WINDOW_BYTES // max(index.row_bytes, 1.0)))
+        return [order[i: i + size] for order in orders for i in range(0, len(order), size)]
 
     def epoch(self, epoch: int, seed: int) -> Iterator[dict]:
         for _, batch in self.batches(epoch, epoch + 1, seed):

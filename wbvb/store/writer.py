@@ -18,13 +18,41 @@ from wbvb.store.schema import MANIFEST, TENSOR_COLUMNS, arrow_schema
 from wbvb.storage import write_json_atomic
 
 
+# Row groups of at most this many uncompressed bytes (whole rows, at least one): an epoch reads rows in
+# a uniformly random order, and a row costs the read of its whole group, so bytes read per row stay
+# under this however large the shard. Smaller groups cost footer (about 1 KiB per group) and a
+# fixed cost per group read.
+ROW_GROUP_BYTES = 128 << 10
+
+
+def row_group_sizes(row_bytes: list[int], limit: int | None = None) -> list[int]:
+    """Consecutive groups of rows, each of at most ``limit`` (default ``ROW_GROUP_BYTES``) bytes or a single row."""
+    limit = ROW_GROUP_BYTES if limit is None else limit
+    sizes, size, held = [], 0, 0
+    for n in row_bytes:
+        if size and held + n > limit:
+            sizes.append(size)
+            size, held = 0, 0
+        size, held = size + 1, held + n
+    return sizes + ([size] if size else [])
+
+
+def _row_bytes(row: dict) -> int:
+    return 64 + 4 * len(row["input_ids"]) + sum(len(row[c]) for c in TENSOR_COLUMNS if row.get(c) is not None)
+
+
 def write_shard(path: Path | str, rows: list[dict]) -> None:
-    """Rows -> one Parquet file, one row group; tensor columns unencoded by dictionaries or stats."""
+    """Rows -> one Parquet file in row groups of at most ``ROW_GROUP_BYTES``; tensor columns
+    unencoded by dictionaries or stats."""
     table = pa.Table.from_pylist(rows, schema=arrow_schema())
     plain = [c for c in arrow_schema().names if c not in TENSOR_COLUMNS]
     with storage.atomic_output(path) as tmp:
-        pq.write_table(table, tmp, row_group_size=max(len(rows), 1), compression="zstd", compression_level=1,
-                       use_dictionary=["task", "split"], write_statistics=plain)
+        with pq.ParquetWriter(str(tmp), arrow_schema(), compression="zstd", compression_level=1,
+                              use_dictionary=["task", "split"], write_statistics=plain) as out:
+            start = 0
+            for size in row_group_sizes([_row_bytes(r) for r in rows]) or [0]:
+                out.write_table(table.slice(start, size), row_group_size=max(size, 1))
+                start += size
 
 
 class ShardWriter:

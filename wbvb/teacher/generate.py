@@ -18,6 +18,8 @@ import os
 import time
 from pathlib import Path
 
+import pyarrow.fs as pafs
+
 from wbvb import storage
 from wbvb.feed.batches import batched, collate, encode_example
 from wbvb.tasks import load_all, task_train_identity
@@ -133,6 +135,22 @@ def store_columns(td, vocab: int, hidden_size: int, heads: int, hidden_layers: l
             "hidden": hidden, "attention": attention}
 
 
+def older_formats(cfg, inputs: dict) -> list:
+    """Stores beside this one written from the same inputs in another format version (never read)."""
+    root = cfg.teacher_data_dir
+    found = []
+    for name in storage.listdir(root, pafs.FileType.Directory):
+        path = storage.join(root, name, MANIFEST)
+        try:
+            old = json.loads(storage.read_bytes(path)) if storage.is_file(path) else {}
+        except (OSError, ValueError):
+            continue
+        theirs = old.get("inputs") or {}
+        if theirs.get("format_version") != FORMAT_VERSION and {**theirs, "format_version": FORMAT_VERSION} == inputs:
+            found.append((storage.join(root, name), theirs.get("format_version")))
+    return found
+
+
 def generate(cfg, teacher_path: str, tokenizer, force: bool = False, progress: bool = False) -> Path | str:
     """Make sure the teacher store for these inputs exists and is complete; return its dir."""
 
@@ -142,6 +160,9 @@ def generate(cfg, teacher_path: str, tokenizer, force: bool = False, progress: b
         log.info("teacher data: reusing %s (fingerprint %s, %d rows)", out_dir, fp, manifest["num_rows"])
         print(f"teacher data: reusing {out_dir} (fingerprint {fp}, {manifest['num_rows']} rows)", flush=True)
         return out_dir
+    for old, version in older_formats(cfg, inputs):
+        print(f"teacher data: not reusing {old}: written in format {version}, this wbvb reads format "
+              f"{FORMAT_VERSION}; writing a new store at {out_dir} (delete the old folder when done)", flush=True)
     storage.mkdir(out_dir)
     td, device = cfg.teacher_data, pick_device(cfg.training.device)
     model = load_model(teacher_path).to(device).eval()
