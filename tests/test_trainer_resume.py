@@ -161,3 +161,26 @@ def test_deepspeed_zero3_resumed_mid_epoch_ends_like_an_uninterrupted_run(tiny_d
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["position"] == [1, 2]  # 2 micro-batches into epoch 2
     assert [m["epoch"] for m in out["resumed"]] == [2] and out["resumed"] == out["full"][1:]
+
+
+def test_rng_states_load_on_the_cpu_when_the_model_goes_elsewhere(sft_setup, tmp_path, monkeypatch):
+    """On CUDA the model's map_location is the GPU; torch.set_rng_state takes CPU ByteTensors only.
+    `meta` stands in for the GPU: the weights land there, the RNG states (CUDA's included) must not."""
+    import torch
+
+    import wbvb.train.trainer as trainer_mod
+    from wbvb.train.setup import rng_states, set_rng_states
+
+    make_trainer, make_source, ev = sft_setup
+    trainer = make_trainer()
+    trainer.fit(make_source(trainer), ev)
+    # what rng_states() adds on a CUDA machine: one CPU ByteTensor per GPU
+    monkeypatch.setattr(trainer_mod, "rng_states", lambda: {**rng_states(), "cuda": [torch.get_rng_state()]})
+    trainer.save_checkpoint(tmp_path / "ckpt", epoch=1)
+    state, rng = trainer_mod.read_checkpoint(tmp_path / "ckpt", torch.device("meta"))
+    assert {t.device.type for t in state["model"].values()} == {"meta"}
+    for t in (rng["torch"], *rng["cuda"]):
+        assert (t.device.type, t.dtype) == ("cpu", torch.uint8)
+    expected = torch.rand(3, generator=torch.Generator().set_state(rng["torch"]))
+    set_rng_states(rng)  # raises for a state on any other device
+    assert torch.equal(torch.rand(3), expected)

@@ -65,6 +65,21 @@ class PhaseClock:
             self.add(phase, time.perf_counter() - start)
 
 
+RNG_FILE = "rng_state.pt"
+
+
+def read_checkpoint(path: Path, device: torch.device) -> tuple[dict, dict]:
+    """The trainer state with its tensors on ``device``, and the RNG states on the CPU.
+
+    ``torch.set_rng_state`` takes CPU ByteTensors only: loaded with the model's ``map_location``
+    (a GPU) the saved RNG states would land on the GPU and a resume on CUDA would raise.
+    """
+    state = torch.load(path / "trainer_state.pt", map_location=device, weights_only=False)
+    if not (path / RNG_FILE).is_file():  # written before the RNG states had a file of their own
+        return state, torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=False)["rng"]
+    return state, torch.load(path / RNG_FILE, map_location="cpu", weights_only=False)
+
+
 class Trainer:
     """Trains one model for one distill type; reports one metrics dict per epoch."""
 
@@ -219,7 +234,8 @@ class Trainer:
             raise RuntimeError("save_checkpoint without an epoch is for fit's on_checkpoint callback (mid-epoch)")
         path.mkdir(parents=True, exist_ok=True)
         state = {"position": {**position, "micro_per_epoch": self.micro_per_epoch}, "global_step": self.global_step,
-                 "scheduler": self.scheduler.state_dict(), "rng": rng_states()}
+                 "scheduler": self.scheduler.state_dict()}
+        torch.save(rng_states(), path / RNG_FILE)
         if self.engine is not None:
             self.engine.save_checkpoint(str(path / "deepspeed"), tag="wbvb")
         else:
@@ -229,7 +245,7 @@ class Trainer:
         torch.save(state, path / "trainer_state.pt")
 
     def load_checkpoint(self, path: Path) -> None:
-        state = torch.load(path / "trainer_state.pt", map_location=self.device, weights_only=False)
+        state, rng = read_checkpoint(path, self.device)
         position = state.get("position") or {"epoch": state["epoch"] + 1, "micro_batches": 0, "tally": None}
         if position["micro_batches"] and position.get("micro_per_epoch") != self.micro_per_epoch:
             raise ConfigError(f"{path}: a mid-epoch checkpoint taken at {position.get('micro_per_epoch')} micro-batches "
@@ -243,7 +259,7 @@ class Trainer:
             if self.scaler and state.get("scaler"):
                 self.scaler.load_state_dict(state["scaler"])
         self.scheduler.load_state_dict(state["scheduler"])
-        set_rng_states(state["rng"])
+        set_rng_states(rng)
         self.global_step = state["global_step"]
         if self.writer is not None:  # TensorBoard drops what the stopped run logged after the checkpoint
             self.writer.close()
