@@ -45,12 +45,18 @@ def accumulation_steps(tr, distill_type: str) -> int:
     return (tr.effective_batch_size or tr.batch_size) // micro_batch_size(tr, distill_type)
 
 
+def native_bf16() -> bool:
+    """bf16 in hardware (compute capability 8.0+: A100, H100, L4, A10G). ``torch.cuda.is_bf16_supported()``
+    also counts emulation, which would pick a slow bf16 on a T4 or V100."""
+    return torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 0)
+
+
 def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
-    """None for fp32; bf16 where the GPU supports it, else fp16 (which needs a GradScaler)."""
+    """None for fp32; bf16 where the GPU has it natively, else fp16 (which needs a GradScaler)."""
     if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
         return None
     if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if native_bf16() else torch.float16
     return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
@@ -75,6 +81,5 @@ def deepspeed_config(path: str, tr, lr: float, distill_type: str) -> dict:
             params[k] = v
     for section in ("bf16", "fp16"):
         if isinstance(cfg.get(section), dict) and cfg[section].get("enabled") == "auto":
-            cfg[section]["enabled"] = torch.cuda.is_available() and (
-                section == "bf16") == torch.cuda.is_bf16_supported()
+            cfg[section]["enabled"] = torch.cuda.is_available() and (section == "bf16") == native_bf16()
     return cfg
