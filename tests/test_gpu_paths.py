@@ -34,3 +34,14 @@ def test_deepspeed_auto_precision_follows_the_hardware(gpu, tmp_path, capability
     path.write_text(json.dumps({"bf16": {"enabled": "auto"}, "fp16": {"enabled": "auto"}}))
     cfg = deepspeed_config(str(path), config_from_dict({}).training, 1e-3, "sft")
     assert (cfg["bf16"]["enabled"], cfg["fp16"]["enabled"]) == (bf16, not bf16)
+
+
+@pytest.mark.parametrize("gpus, cap", [(0.33, 0.33), (0.5, 0.5), (1.0, None), (2.0, None), (0.0, None)])
+def test_a_packed_trial_is_capped_at_its_share_of_the_card(monkeypatch, gpus, cap):
+    from wbvb.train.setup import cap_gpu_memory
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda f, device=None: calls.append((f, device)))
+    assert cap_gpu_memory(gpus) == cap
+    assert calls == ([(cap, 0)] if cap else [])

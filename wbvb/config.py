@@ -113,7 +113,10 @@ class TrainingConfig:
     effective_batch_size: int = 0  # examples per optimizer step, reached by accumulation (0: batch_size)
     precision: str = "auto"  # auto (CUDA: bf16 if supported else fp16 + GradScaler; CPU: fp32) | fp32 | bf16 | fp16
     max_bad_steps: int = 20  # non-finite losses in a row before a trial fails
+    log_every_steps: int = 1  # optimizer steps per TensorBoard train/* point (the loss parts are read from the GPU then)
     checkpoint_every_steps: int = 0  # also checkpoint inside an epoch every N optimizer steps (0: epoch ends only)
+    checkpoint_dir: str = ""  # local disk for the latest resume state (default: beside the run folder; /tmp on Colab)
+    keep_checkpoints: str = "weights"  # what each epoch's Tune checkpoint keeps: weights (bf16) | none
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
@@ -226,6 +229,17 @@ class ExperimentConfig:
         if is_uri(self.output.dir):
             return f"{self.output.dir.rstrip('/')}/{self.sweep.name}"
         return str(self.run_dir)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Where trials keep their latest resume state: local disk, never copied by Tune."""
+        if self.training.checkpoint_dir:
+            return Path(self.training.checkpoint_dir).expanduser().resolve()
+        if "COLAB_RELEASE_TAG" in os.environ:  # Colab: the run folder is on Drive
+            return Path("/tmp/wbvb-checkpoints") / self.sweep.name
+        if is_uri(self.output.dir):
+            return self.cache_dir / "checkpoints" / self.sweep.name
+        return self.run_dir.parent / f"{self.sweep.name}.checkpoints"
 
     @property
     def teacher_data_dir(self) -> Path | str:
@@ -363,9 +377,13 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
                               f"({micro}) so every distill type sees the same optimisation schedule")
     if tr.max_bad_steps < 1:
         raise ConfigError("training.max_bad_steps must be >= 1")
+    if tr.log_every_steps < 1:
+        raise ConfigError(f"training.log_every_steps ({tr.log_every_steps}) must be >= 1")
     if tr.checkpoint_every_steps < 0:
         raise ConfigError(f"training.checkpoint_every_steps ({tr.checkpoint_every_steps}) must be >= 0 "
                           "(0: checkpoint at epoch ends only)")
+    if tr.keep_checkpoints not in ("weights", "none"):
+        raise ConfigError(f"training.keep_checkpoints '{tr.keep_checkpoints}': choose weights or none")
     if tr.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"training.device '{tr.device}': choose auto, cpu or cuda")
     if tr.use_deepspeed:

@@ -60,6 +60,16 @@ def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype
     return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
+def cap_gpu_memory(gpus: float) -> Optional[float]:
+    """A packed trial (a fraction of a GPU) gets that fraction of the card's memory and no more, so
+    one that outgrows its share fails alone (an OutOfMemoryError naming the packing) instead of
+    taking its neighbours down; returns the cap, None when the trial has whole GPUs or none."""
+    if not 0 < gpus < 1 or not torch.cuda.is_available():
+        return None
+    torch.cuda.set_per_process_memory_fraction(gpus, 0)
+    return gpus
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -65,6 +65,32 @@ class PhaseClock:
             self.add(phase, time.perf_counter() - start)
 
 
+class LogWindow:
+    """Loss parts and gradient norms summed on the device since the last log, read in one host sync."""
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.n = 0  # finite micro-batches
+        self.norms: list[torch.Tensor] = []
+
+    def add(self, parts: dict[str, torch.Tensor]) -> None:
+        for k, v in parts.items():
+            self.sums[k] = self.sums[k] + v.float() if k in self.sums else v.float()
+        self.n += 1
+
+    def step(self, grad_norm: torch.Tensor) -> None:
+        self.norms.append(grad_norm)
+
+    def read(self) -> tuple[dict[str, float], int, Optional[float]]:
+        """(sums, micro-batches, mean gradient norm or None without a step), and start a new window."""
+        keys = list(self.sums)
+        flat = [self.sums[k] for k in keys] + ([torch.stack(self.norms).float().mean()] if self.norms else [])
+        values = torch.stack([v.to(flat[0].device) for v in flat]).tolist() if flat else []
+        out = (dict(zip(keys, values)), self.n, values[-1] if self.norms else None)
+        self.__init__()
+        return out
+
+
 RNG_FILE = "rng_state.pt"
 
 
@@ -159,17 +185,20 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.amp_dtype):
             return self._loss(batch)
 
-    def _micro_step(self, batch: dict, last_of_group: bool) -> tuple[float, dict[str, float], Optional[float]]:
+    def _micro_step(self, batch: dict, last_of_group: bool
+                    ) -> tuple[Optional[torch.Tensor], dict[str, torch.Tensor], Optional[torch.Tensor]]:
         """Backward one micro-batch; step the optimizer at the end of an accumulation group.
 
-        Returns the loss, its components and the gradient norm (None unless the optimizer stepped).
+        Returns the loss (None when it is not finite: it was not backwarded), its components and the
+        gradient norm (None unless the optimizer stepped), all as tensors on the device: the loop reads
+        them once per logging interval, so the finite check is this step's only host sync.
         """
         try:
             with self.clock("forward"):
                 loss, parts = self._forward_loss(batch)
-                values = {k: float(v.detach()) for k, v in parts.items()}
+                parts = {k: v.detach() for k, v in parts.items()}
             if not torch.isfinite(loss):
-                return float("nan"), values, None
+                return None, parts, None
             if self.engine is not None:  # DeepSpeed scales by 1/accumulation and steps at boundaries
                 # our boundaries, not its micro-step counter: groups restart each epoch (a short last
                 # group) and the counter is not in its checkpoint (a mid-epoch resume)
@@ -179,14 +208,14 @@ class Trainer:
                 with self.clock("optimizer"):
                     self.engine.step()
                 if not last_of_group:
-                    return float(loss.detach()), values, None
+                    return loss.detach(), parts, None
                 norm = self.engine.get_global_grad_norm()
-                return float(loss.detach()), values, float(norm) if norm is not None else float("nan")
+                return loss.detach(), parts, torch.as_tensor(float("nan") if norm is None else norm)
             with self.clock("backward"):
                 scaled = loss / self.accum
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             if not last_of_group:
-                return float(loss.detach()), values, None
+                return loss.detach(), parts, None
             with self.clock("optimizer"):
                 if self.scaler:
                     self.scaler.unscale_(self.optimizer)
@@ -199,13 +228,15 @@ class Trainer:
                     self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scheduler.step()
-            return float(loss.detach()), values, float(norm)
+            return loss.detach(), parts, norm.detach()
         except torch.cuda.OutOfMemoryError as exc:
+            cap = torch.cuda.get_per_process_memory_fraction(0) if torch.cuda.is_available() else 1.0
+            share = f", capped at {cap:.0%} of the GPU's memory (its packing share)" if cap < 1 else ""
             raise RuntimeError(
                 f"GPU out of memory in a {self.distill_type} trial at micro-batch size {len(batch['example_ids'])} "
-                f"(sequence length {batch['input_ids'].shape[1]}); lower training.batch_size / "
-                "training.whitebox_batch_size (the effective batch is kept through accumulation) or "
-                "sweep.gpus_per_trial packing") from exc
+                f"(sequence length {batch['input_ids'].shape[1]}){share}; lower training.batch_size / "
+                "training.whitebox_batch_size (the effective batch is kept through accumulation) or pack "
+                "fewer trials per GPU (sweep.gpus_per_trial, sweep.resources_by_type)") from exc
 
     # ---- evaluation ----------------------------------------------------------------------
     def full_weights(self):
@@ -268,8 +299,20 @@ class Trainer:
         self._resumed_tally = EpochTally(**position["tally"]) if position["tally"] else None
 
     def save_pretrained(self, path: Path) -> None:
+        """The student in bf16 ``save_pretrained`` form: half the bytes of fp32, and the precision a GPU
+        trial computes in; tied weights (embeddings and LM head) are written once."""
         with self.full_weights():
-            self.bundle.student.save_pretrained(path)
+            student, shared = self.bundle.student, set()
+            weights = {}
+            for k, v in student.state_dict().items():
+                if v.data_ptr() not in shared:
+                    shared.add(v.data_ptr())
+                    weights[k] = v.to(torch.bfloat16) if v.is_floating_point() else v
+            dtype, student.config.dtype = student.config.dtype, torch.bfloat16
+            try:
+                student.save_pretrained(path, state_dict=weights)
+            finally:
+                student.config.dtype = dtype
             if self.bundle.projectors is not None:  # trained with the student: kept with it
                 torch.save(self.bundle.projectors.state_dict(), path / PROJECTORS_FILE)
         self.tokenizer.save_pretrained(path)
@@ -322,7 +365,7 @@ class Trainer:
         first = self.start_micro if epoch == self.start_epoch else 0
         tally = (self._resumed_tally if first else None) or EpochTally()
         every = self.tr.checkpoint_every_steps
-        group: dict[str, float] = {}
+        window = LogWindow()
         t0 = time.perf_counter()
         for micro in range(first, n):
             wait = time.perf_counter()
@@ -336,32 +379,32 @@ class Trainer:
             batch = item[1]
             last = (micro + 1) % self.accum == 0 or micro == n - 1  # accumulation groups restart each epoch
             loss, parts, norm = self._micro_step(batch, last)
-            if not math.isfinite(loss):
+            if loss is None:
                 tally.skipped += 1
                 tally.bad_in_row += 1
                 if tally.bad_in_row >= self.tr.max_bad_steps:
                     raise NonFiniteLossError(
                         f"{tally.bad_in_row} non-finite losses in a row at optimizer step {self.global_step} of the "
-                        f"{self.distill_type} trial (seed {self.seed}), loss components {parts}; "
-                        f"batch examples: {batch['example_ids'][:8]}")
+                        f"{self.distill_type} trial (seed {self.seed}), loss components "
+                        f"{ {k: float(v) for k, v in parts.items()} }; batch examples: {batch['example_ids'][:8]}")
                 if last and self.engine is None:
                     self.optimizer.zero_grad(set_to_none=True)  # drop a group a bad batch touched
             else:
                 tally.bad_in_row = 0
                 tally.n_ok += 1
                 tally.tokens += int(batch["attention_mask"].sum())
-                for k, v in {"train_loss": loss, **parts}.items():
-                    tally.sums[k] = tally.sums.get(k, 0.0) + v
-                    group[k] = group.get(k, 0.0) + v
-                group["n"] = group.get("n", 0) + 1
-            if last:
-                if norm is not None:
-                    self.global_step += 1
+                window.add({"train_loss": loss, **parts})
+            if last and norm is not None:
+                self.global_step += 1
+                window.step(norm)
+                checkpoint = on_checkpoint is not None and every and self.global_step % every == 0 and micro < n - 1
+                if checkpoint or self.global_step % self.tr.log_every_steps == 0:
                     with self.clock("logging"):
-                        self._log_step(group, norm)
-                    if on_checkpoint is not None and every and self.global_step % every == 0 and micro < n - 1:
-                        t0 += self._mid_epoch_checkpoint(on_checkpoint, epoch, micro + 1, tally, t0)
-                group = {}
+                        self._log_window(window, tally)
+                if checkpoint:
+                    t0 += self._mid_epoch_checkpoint(on_checkpoint, epoch, micro + 1, tally, t0)
+        with self.clock("logging"):
+            self._log_window(window, tally)
         train_s = tally.train_s + time.perf_counter() - t0
         mean = {k: v / max(tally.n_ok, 1) for k, v in tally.sums.items()}
         return {"train_loss": mean.get("train_loss", float("nan")),
@@ -392,18 +435,21 @@ class Trainer:
             self._position = None
         return time.perf_counter() - start
 
-    def _log_step(self, group: dict, grad_norm: float) -> None:
-        """One optimizer step's scalars at x = steps done (the epoch's scalars share its last step's x)."""
-        if not self.writer or not group.get("n"):
+    def _log_window(self, window: "LogWindow", tally: EpochTally) -> None:
+        """Read the window's device sums (one host sync), add them to the epoch's tally and log their
+        means at x = steps done (the epoch's scalars share its last step's x)."""
+        sums, n, norm = window.read()
+        for k, v in sums.items():
+            tally.sums[k] = tally.sums.get(k, 0.0) + v
+        if not self.writer or not n:
             return
-        n = group["n"]
-        self.writer.add_scalar("train/loss", group["train_loss"] / n, self.global_step)
-        for k, v in group.items():
-            if k not in ("n", "train_loss"):  # kd -> train/kd_loss, kd_weighted -> train/kd_loss_weighted
+        self.writer.add_scalar("train/loss", sums["train_loss"] / n, self.global_step)
+        for k, v in sums.items():
+            if k != "train_loss":  # kd -> train/kd_loss, kd_weighted -> train/kd_loss_weighted
                 name = k.removesuffix("_weighted") + "_loss" + ("_weighted" if k.endswith("_weighted") else "")
                 self.writer.add_scalar(f"train/{name}", v / n, self.global_step)
         self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.global_step)
-        self.writer.add_scalar("train/grad_norm", grad_norm, self.global_step)
+        self.writer.add_scalar("train/grad_norm", norm, self.global_step)
 
     def _log_hparams(self, final: dict) -> None:
         """HParams summary: TensorBoard's HParams tab lists every trial with its final accuracies."""
