@@ -157,3 +157,23 @@ def test_a_nan_batch_is_skipped_counted_and_left_out_of_the_means(setup):
     assert hist[0]["train_loss"] == pytest.approx(sum(finite[:6]) / 6, rel=1e-6)
     assert hist[1]["train_loss"] == pytest.approx(sum(finite[6:]) / 6, rel=1e-6)
     assert hist[-1]["steps"] == 2 * 6  # a NaN batch's optimizer step is not taken
+
+
+def test_intermediate_epochs_score_a_fixed_subset_and_the_last_the_whole_split(setup, tiny_dict):
+    from collections import Counter
+
+    cfg, student, tok, train, ev = setup
+    tiny_dict["training"].update({"epochs": 3, "eval_subset": 5})
+    cfg = config_from_dict(tiny_dict)
+    scored = []
+    for seed in (0, 1):  # every trial scores the same subset
+        tr = Trainer(cfg, "sft", seed, student, tok)
+        real = tr.evaluate
+        tr.evaluate = lambda examples, real=real: scored.append([e.id for e in examples]) or real(examples)
+        tr.fit(ExampleSource(train, tok, cfg.training.max_length, tr.micro_batch), ev)
+    whole = [e.id for e in ev]
+    task = {e.id: e.task for e in ev}
+    assert [len(s) for s in scored] == [5 * len(cfg.tasks)] * 2 + [len(whole)] + [5 * len(cfg.tasks)] * 2 + [len(whole)]
+    assert scored[0] == scored[1] == scored[3] == scored[4] and scored[2] == scored[5] == whole
+    assert Counter(task[i] for i in scored[0]) == {t.name: 5 for t in cfg.tasks}
+    assert scored[0] == [i for i in whole if i in set(scored[0])]  # in the split's order

@@ -123,6 +123,7 @@ class TrainingConfig:
     grad_clip: float = 1.0
     max_length: int = 128
     eval_batch_size: int = 64
+    eval_subset: int = 0  # >0: epochs before the last score this many seeded examples per task (the last: all)
     max_new_tokens: int = 24  # generation budget for tasks scored by generation
     device: str = "auto"  # auto | cpu | cuda
     use_deepspeed: bool = False
@@ -382,6 +383,8 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
     if tr.checkpoint_every_steps < 0:
         raise ConfigError(f"training.checkpoint_every_steps ({tr.checkpoint_every_steps}) must be >= 0 "
                           "(0: checkpoint at epoch ends only)")
+    if tr.eval_subset < 0:
+        raise ConfigError(f"training.eval_subset ({tr.eval_subset}) must be >= 0 (0: every epoch on the whole splits)")
     if tr.keep_checkpoints not in ("weights", "none"):
         raise ConfigError(f"training.keep_checkpoints '{tr.keep_checkpoints}': choose weights or none")
     if tr.device not in ("auto", "cpu", "cuda"):
@@ -527,6 +530,8 @@ def load_config(path: str | Path | None = None, overrides: Optional[list[str]] =
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    if "retired" in data:  # a recipe replaced by others: say which
+        raise ConfigError(f"{path} is retired: {data['retired']}")
     for item in overrides or []:
         key, value = parse_override(item)
         try:

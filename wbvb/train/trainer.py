@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -92,6 +93,21 @@ class LogWindow:
 
 
 RNG_FILE = "rng_state.pt"
+
+
+def eval_subset(examples: list, per_task: int) -> list:
+    """``per_task`` examples of each task (all when 0 or fewer there), the same for every trial and
+    epoch (seeded by the task's name alone, so paired comparisons pair on the same examples), in
+    their original order."""
+    if per_task <= 0:
+        return examples
+    by_task: dict[str, list[int]] = {}
+    for i, ex in enumerate(examples):
+        by_task.setdefault(ex.task, []).append(i)
+    keep = set()
+    for task, idx in by_task.items():
+        keep.update(idx if len(idx) <= per_task else random.Random(f"eval-subset:{task}").sample(idx, per_task))
+    return [ex for i, ex in enumerate(examples) if i in keep]
 
 
 def read_checkpoint(path: Path, device: torch.device) -> tuple[dict, dict]:
@@ -239,16 +255,24 @@ class Trainer:
                 "fewer trials per GPU (sweep.gpus_per_trial, sweep.resources_by_type)") from exc
 
     # ---- evaluation ----------------------------------------------------------------------
-    def full_weights(self):
-        """Context in which the student holds its full weights (ZeRO-3 partitions them otherwise)."""
+    def full_weights(self, for_generation: bool = False):
+        """Context in which the student holds its full weights (ZeRO-3 partitions them otherwise).
+        ``for_generation``: gathered once with ZeRO-3's hooks taken off for the whole evaluation
+        (with them on, every forward of every decode step would fetch the weights again)."""
         if self.engine is not None and self.engine.zero_optimization_stage() == 3:
             import deepspeed
+            from deepspeed.runtime.zero.stage3 import unwrap_model_for_generation
 
+            if for_generation:
+                return unwrap_model_for_generation(self.engine)
             return deepspeed.zero.GatheredParameters(list(self.bundle.student.parameters()), modifier_rank=None)
         return contextlib.nullcontext()
 
     def evaluate(self, examples) -> dict:
-        with self.full_weights():
+        """Scored in the trial's precision (bf16/fp16 autocast on CUDA; log-softmaxes stay fp32 inside)."""
+        amp = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype is not None
+               else contextlib.nullcontext())
+        with self.full_weights(for_generation=True), amp:
             return evaluate(self.bundle.student, self.tokenizer, examples, self.tr.eval_batch_size,
                             self.tr.max_new_tokens, self.tr.max_length, self.device)
 
@@ -334,7 +358,8 @@ class Trainer:
         try:
             for epoch in range(self.start_epoch, self.epochs):
                 metrics = self._train_epoch(stream, epoch, on_checkpoint)
-                ev = self.evaluate(eval_examples)
+                last = epoch + 1 == self.epochs  # intermediate epochs: a fixed subset (training.eval_subset)
+                ev = self.evaluate(eval_examples if last else eval_subset(eval_examples, self.tr.eval_subset))
                 metrics.update({"validation_loss": ev["validation_loss"], "val_acc": ev["val_acc"],
                                 **accuracy_metrics(ev)})
                 metrics = {"epoch": epoch + 1, **metrics, "epoch_progress": float(epoch + 1)}
