@@ -79,3 +79,24 @@ def test_legacy_cli_flags(tmp_path):
 def test_missing_config_file():
     with pytest.raises(ConfigError, match="config file not found"):
         load_config("sweeps/nope.yaml")
+
+
+@pytest.mark.parametrize("card, micro, whitebox, gpus", [("a100-40gb", 4, 2, 1.0), ("a100-80gb", 8, 4, 0.5)])
+def test_a100_recipes_load_as_the_seed_study(card, micro, whitebox, gpus):
+    from pathlib import Path
+
+    from wbvb.train.setup import accumulation_steps, micro_batch_size
+
+    cfg = load_config(Path(__file__).parent.parent / "sweeps" / f"{card}.yaml")
+    assert [(t.family or t.name, t.n_train) for t in cfg.tasks] == [("sst2", 5000), ("mmlu", 1000), ("gsm8k", 1000)]
+    assert len(cfg.sweep.distill_types) * len(cfg.sweep.seeds) == 42
+    for dt, m in (("black_box", micro), ("hidden_state", whitebox)):  # 40 per optimizer step, every type
+        assert micro_batch_size(cfg.training, dt) == m and m * accumulation_steps(cfg.training, dt) == 40
+    assert cfg.sweep.gpus_per_trial == gpus and cfg.training.keep_checkpoints == "none"
+
+
+def test_the_retired_a100_recipe_names_its_replacements():
+    from pathlib import Path
+
+    with pytest.raises(ConfigError, match="retired.*a100-40gb.yaml.*a100-80gb.yaml"):
+        load_config(Path(__file__).parent.parent / "sweeps" / "a100.yaml")
