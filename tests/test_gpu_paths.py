@@ -45,3 +45,38 @@ def test_a_packed_trial_is_capped_at_its_share_of_the_card(monkeypatch, gpus, ca
     monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda f, device=None: calls.append((f, device)))
     assert cap_gpu_memory(gpus) == cap
     assert calls == ([(cap, 0)] if cap else [])
+
+
+@pytest.mark.parametrize("capability, dtype", [((7, 5), torch.float16), ((8, 0), torch.bfloat16)])
+def test_the_teacher_runs_in_half_precision_on_a_gpu_and_says_so_in_its_fingerprint(gpu, tiny_cfg, capability,
+                                                                                    dtype):
+    from wbvb.models.load import load_tokenizer, resolve_model_paths, teacher_dtype
+    from wbvb.teacher.generate import fingerprint_inputs
+
+    tiny_cfg.training.device = "auto"  # the GPU when one is visible
+    paths = resolve_model_paths(tiny_cfg)
+    tok = load_tokenizer(paths["teacher"])
+    on_cpu = fingerprint_inputs(tiny_cfg, paths["teacher"], tok)
+    assert teacher_dtype(torch.device("cpu")) == torch.float32 and "compute_dtype" not in on_cpu
+    gpu(capability)  # T4: fp16 (bf16 would be emulated); A100: bf16
+    assert teacher_dtype(torch.device("cuda")) == dtype
+    on_gpu = fingerprint_inputs(tiny_cfg, paths["teacher"], tok)
+    assert on_gpu == {**on_cpu, "compute_dtype": str(dtype).removeprefix("torch.")}
+
+
+def test_half_precision_teacher_signals_keep_the_store_bound(tiny_cfg):
+    """bf16 weights and compute, fp32 log-softmax: the top-k log-probs agree with the same bf16
+    logits' fp32 log-softmax to the store's 1e-3 relative bound (the rounding is the store's, not the
+    softmax's)."""
+    from wbvb.teacher.signals import topk_logprobs
+
+    g = torch.Generator().manual_seed(0)
+    logits = (torch.randn(2, 7, 600, generator=g) * 4).to(torch.bfloat16)
+    vals, ids = topk_logprobs(logits, 8, [7, 5], 600)
+    dense = torch.log_softmax(logits.double(), dim=-1)
+    for i, n in enumerate([7, 5]):
+        ref = dense[i, :n].gather(-1, ids[i, :n])
+        assert vals.dtype == torch.float32
+        assert torch.allclose(vals[i, :n].double(), ref, rtol=1e-3, atol=1e-6)
+        assert torch.equal(ids[i, :n], dense[i, :n].topk(8, dim=-1).indices) or \
+            torch.equal(dense[i, :n].gather(-1, ids[i, :n]), dense[i, :n].topk(8, dim=-1).values)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from wbvb.distill_types import DISTILL
+from wbvb.models.load import native_bf16
 
 
 def rng_states() -> dict:
@@ -43,12 +44,6 @@ def micro_batch_size(tr, distill_type: str) -> int:
 def accumulation_steps(tr, distill_type: str) -> int:
     """Micro-batches per optimizer step, so every type reaches the same effective batch."""
     return (tr.effective_batch_size or tr.batch_size) // micro_batch_size(tr, distill_type)
-
-
-def native_bf16() -> bool:
-    """bf16 in hardware (compute capability 8.0+: A100, H100, L4, A10G). ``torch.cuda.is_bf16_supported()``
-    also counts emulation, which would pick a slow bf16 on a T4 or V100."""
-    return torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 0)
 
 
 def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
