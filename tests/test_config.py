@@ -100,3 +100,17 @@ def test_the_retired_a100_recipe_names_its_replacements():
 
     with pytest.raises(ConfigError, match="retired.*a100-40gb.yaml.*a100-80gb.yaml"):
         load_config(Path(__file__).parent.parent / "sweeps" / "a100.yaml")
+
+
+def test_cluster_recipe_is_the_real_study_with_resources_per_type():
+    from pathlib import Path
+
+    from wbvb.distill_types import DISTILL
+    from wbvb.sweep.trial import trial_resources
+
+    cfg = load_config(Path(__file__).parent.parent / "sweeps" / "cluster.yaml")
+    assert [(t.source, t.family or t.name, t.n_train) for t in cfg.tasks] == [
+        ("hub", "sst2", 5000), ("hub", "mmlu", 1000), ("hub", "gsm8k", 1000)]
+    for dt in cfg.sweep.distill_types:  # white-box trials a whole GPU; the rest two per GPU
+        assert trial_resources(cfg, dt)["GPU"] == (1.0 if DISTILL[dt].white_box else 0.5), dt
+    assert cfg.training.checkpoint_dir.startswith("/mnt/wbvb/")  # shared: a retry resumes on any node
