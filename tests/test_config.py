@@ -88,7 +88,8 @@ def test_a100_recipes_load_as_the_seed_study(card, micro, whitebox, gpus):
     from wbvb.train.setup import accumulation_steps, micro_batch_size
 
     cfg = load_config(Path(__file__).parent.parent / "sweeps" / f"{card}.yaml")
-    assert [(t.family or t.name, t.n_train) for t in cfg.tasks] == [("sst2", 5000), ("mmlu", 1000), ("gsm8k", 1000)]
+    assert [(t.family or t.name, t.n_train - t.n_select) for t in cfg.tasks] == [
+        ("sst2", 5000), ("mmlu", 1000), ("gsm8k", 1000)]  # trained on; n_select more held out for --epoch best
     assert len(cfg.sweep.distill_types) * len(cfg.sweep.seeds) == 42
     for dt, m in (("black_box", micro), ("hidden_state", whitebox)):  # 40 per optimizer step, every type
         assert micro_batch_size(cfg.training, dt) == m and m * accumulation_steps(cfg.training, dt) == 40
@@ -109,7 +110,7 @@ def test_cluster_recipe_is_the_real_study_with_resources_per_type():
     from wbvb.sweep.trial import trial_resources
 
     cfg = load_config(Path(__file__).parent.parent / "sweeps" / "cluster.yaml")
-    assert [(t.source, t.family or t.name, t.n_train) for t in cfg.tasks] == [
+    assert [(t.source, t.family or t.name, t.n_train - t.n_select) for t in cfg.tasks] == [
         ("hub", "sst2", 5000), ("hub", "mmlu", 1000), ("hub", "gsm8k", 1000)]
     for dt in cfg.sweep.distill_types:  # white-box trials a whole GPU; the rest two per GPU
         assert trial_resources(cfg, dt)["GPU"] == (1.0 if DISTILL[dt].white_box else 0.5), dt

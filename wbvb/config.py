@@ -67,6 +67,7 @@ class TaskConfig:
     n_train: int = 1000  # real tasks: 0 takes the whole split
     n_eval: int = 200  # real tasks: 0 takes the whole split (final evaluation)
     seed: int = 0  # sampling seed
+    n_select: int = 0  # train examples held out (seeded, never trained on) to select epochs on: select_acc
     subjects: list[str] = field(default_factory=list)  # MMLU subject filter (empty: all 57)
     train_split: str = ""  # empty: sst2 train, mmlu test, gsm8k train
     eval_split: str = ""  # empty: sst2 dev, mmlu val, gsm8k test
@@ -252,7 +253,21 @@ class ExperimentConfig:
         return Path(self.models.cache_dir).expanduser().resolve()
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The config as data; keys added after runs were stored are left out at their defaults, so a
+        stored run's config, and the run id hashed from it, read the same and the run still resumes."""
+        d = dataclasses.asdict(self)
+        for section, keys in LATER_KEYS.items():
+            defaults = dataclasses.asdict(type(getattr(self, section))())
+            for k in keys:
+                if d[section][k] == defaults[k]:
+                    del d[section][k]
+        for t in d["tasks"]:
+            if t["n_select"] == 0:
+                del t["n_select"]
+        return d
+
+
+LATER_KEYS = {"training": ("log_every_steps", "checkpoint_dir", "keep_checkpoints", "eval_subset")}
 
 
 # ---- generic dict -> dataclass with type checks ------------------------------------------
@@ -419,6 +434,8 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
 
 
 def _validate_task(t: TaskConfig, where: str) -> None:
+    if t.n_select < 0:
+        raise ConfigError(f"{where}.n_select ({t.n_select}) must be >= 0 (0: no selection set)")
     if t.source not in SOURCES:
         raise ConfigError(f"{where}.source: unknown source '{t.source}'; choose {' | '.join(SOURCES)}")
     if t.source != "quickstart":

@@ -56,6 +56,7 @@ def run_trial(config: dict, cfg_dict: dict, data_dir: str, student_path: str) ->
                                cfg.training.max_length, micro_batch)
     trainer = Trainer(cfg, distill_type, seed, student_path, tok, dims, tb_dir=str(tb_dir))
     eval_examples = load_all(cfg.tasks, "eval")
+    select_examples = load_all(cfg.tasks, "select")  # tasks[i].n_select held out of train: epoch selection
 
     # The console table shows the first metrics reported: put epoch and accuracies first.
     first = ["epoch", "val_acc"] + [f"validation_accuracy_{t.name}" for t in cfg.tasks]
@@ -86,7 +87,8 @@ def run_trial(config: dict, cfg_dict: dict, data_dir: str, student_path: str) ->
             print(f"trial {name}: its last checkpoint's resume state is not on this machine's "
                   f"{cfg.checkpoint_dir} (training.checkpoint_dir); the trial starts anew (seeded: same result)",
                   flush=True)
-    trainer.fit(source, eval_examples, on_epoch_end=on_epoch_end, resume_from=resume_from, on_checkpoint=on_checkpoint)
+    trainer.fit(source, eval_examples, on_epoch_end=on_epoch_end, resume_from=resume_from, on_checkpoint=on_checkpoint,
+                select_examples=select_examples)
     keep.clear()
 
 

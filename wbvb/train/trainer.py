@@ -343,8 +343,10 @@ class Trainer:
 
     # ---- the run ---------------------------------------------------------------------------
     def fit(self, source: BatchSource, eval_examples, on_epoch_end: Optional[Callable] = None,
-            resume_from: Optional[Path] = None, on_checkpoint: Optional[Callable] = None) -> list[dict]:
-        """Train the remaining epochs; ``on_epoch_end(metrics, epoch)`` after each epoch's evaluation,
+            resume_from: Optional[Path] = None, on_checkpoint: Optional[Callable] = None,
+            select_examples=None) -> list[dict]:
+        """Train the remaining epochs; ``on_epoch_end(metrics, epoch)`` after each epoch's evaluation
+        (``select_examples``, held out of train, are scored too: ``select_acc``, what epochs are chosen by),
         ``on_checkpoint(progress)`` every ``training.checkpoint_every_steps`` optimizer steps inside
         an epoch (call ``save_checkpoint(path)`` there)."""
         self.micro_per_epoch = math.ceil(source.num_rows / self.micro_batch)
@@ -362,6 +364,8 @@ class Trainer:
                 ev = self.evaluate(eval_examples if last else eval_subset(eval_examples, self.tr.eval_subset))
                 metrics.update({"validation_loss": ev["validation_loss"], "val_acc": ev["val_acc"],
                                 **accuracy_metrics(ev)})
+                if select_examples:
+                    metrics["select_acc"] = self.evaluate(select_examples)["val_acc"]
                 metrics = {"epoch": epoch + 1, **metrics, "epoch_progress": float(epoch + 1)}
                 if self.writer:
                     for k, v in metrics.items():
