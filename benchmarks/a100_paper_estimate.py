@@ -10,7 +10,8 @@ student, 7,000 train examples (SST-2 5,000, MMLU 1,000, GSM8K 1,000), 3 epochs; 
 Before: sweeps/a100.yaml as it was (fp32 eval of the whole splits every epoch plus a second pass for
 validation loss; a 13.2 GB checkpoint with AdamW state every 200 steps and at every epoch end, copied
 by Tune to the run folder (Drive on Colab)). After: sweeps/a100-40gb.yaml / a100-80gb.yaml (bf16
-eval, 200 examples per task for epochs 1-2, the whole splits at the last; resume state on local disk,
+eval, 200 examples per task for epochs 1-2, the whole splits at the last, 200 held-out train examples per
+task every epoch for epoch selection; resume state on local disk,
 latest only; Tune keeps a pointer and the bf16 final model).
 
     python benchmarks/a100_paper_estimate.py
@@ -60,7 +61,7 @@ def main() -> None:
     ev_before = EPOCHS * eval_s(1.0, PEAK_FP32, 4, True)
     full = eval_s(1.0, PEAK_BF16, 2, False)
     sub = eval_s(SUBSET / 1319, PEAK_BF16, 2, False)  # 200 per task: the GSM8K fraction bounds it
-    ev_after = (EPOCHS - 1) * sub + full
+    ev_after = (EPOCHS - 1) * sub + full + EPOCHS * sub  # + the n_select set (200 per task) every epoch
     ck_before_n = EPOCHS * (STEPS_BEFORE // 200) + EPOCHS
     io_before = ck_before_n * CKPT_FULL * (1 / LOCAL_BPS + 1 / DRIVE_BPS)  # written, then copied by Tune
     ck_after_n = EPOCHS  # the new recipes: epoch ends only (an epoch trains in about a minute), latest kept
