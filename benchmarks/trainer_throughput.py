@@ -12,7 +12,7 @@ round. On this VM the same matmul swings by up to 35 % within a minute (other te
 host), so a ratio of the two best times (also printed) can flip across the target from run to run.
 
 Epoch size: 2,000 training examples per quickstart task (6,000 rows, 188 micro-batches of 32, about
-10 s of compute on one core), 3 epochs as in sweeps/a100.yaml. The A100 recipe's epoch (7,000
+10 s of compute on one core), 3 epochs as in sweeps/a100-40gb.yaml. The A100 recipe's epoch (7,000
 examples, ~10 min) is far longer, so fixed costs (a trial's first Ray Data start) weigh more here
 than in real use; the teacher is not fine-tuned first (its quality does not change the cost).
 

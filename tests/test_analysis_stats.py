@@ -156,3 +156,27 @@ def test_wilcoxon_is_exact_with_ties_beyond_scipys_permutation_limit():
     base = np.arange(15) * 7 + 300
     r = stats.paired_test((base + delta) / 872 - base / 872)
     assert r["p_wilcoxon"] == pytest.approx(_enumerated_wilcoxon_p(delta), abs=1e-12)
+
+
+def test_best_epoch_is_chosen_on_the_held_out_selection_set_when_there_is_one():
+    import pandas as pd
+
+    from wbvb.analysis.stats import select_epoch
+
+    # epoch 2 has the best validation accuracy, epoch 1 the best held-out selection accuracy
+    df = pd.DataFrame({"run_id": ["r"] * 3, "trial_name": ["sft-seed0"] * 3, "epoch": [1, 2, 3],
+                       "val_acc": [0.5, 0.9, 0.6], "select_acc": [0.8, 0.4, 0.7]})
+    assert list(select_epoch(df, "best")["epoch"]) == [1]
+    assert list(select_epoch(df.drop(columns="select_acc"), "best")["epoch"]) == [2]  # no selection set: val_acc
+
+
+def test_the_selection_set_is_held_out_of_train_and_fixed(tiny_cfg):
+    from wbvb.tasks import load_examples
+
+    t = tiny_cfg.tasks[0]
+    whole = [e.id for e in load_examples(t, "train")]
+    t.n_select = 5
+    train, select = [e.id for e in load_examples(t, "train")], [e.id for e in load_examples(t, "select")]
+    assert len(select) == 5 and not set(select) & set(train) and sorted(train + select) == sorted(whole)
+    assert select == [e.id for e in load_examples(t, "select")]  # the same every time
+    assert not set(select) & {e.id for e in load_examples(t, "eval")}

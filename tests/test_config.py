@@ -79,3 +79,39 @@ def test_legacy_cli_flags(tmp_path):
 def test_missing_config_file():
     with pytest.raises(ConfigError, match="config file not found"):
         load_config("sweeps/nope.yaml")
+
+
+@pytest.mark.parametrize("card, micro, whitebox, gpus", [("a100-40gb", 4, 2, 1.0), ("a100-80gb", 8, 4, 0.5)])
+def test_a100_recipes_load_as_the_seed_study(card, micro, whitebox, gpus):
+    from pathlib import Path
+
+    from wbvb.train.setup import accumulation_steps, micro_batch_size
+
+    cfg = load_config(Path(__file__).parent.parent / "sweeps" / f"{card}.yaml")
+    assert [(t.family or t.name, t.n_train - t.n_select) for t in cfg.tasks] == [
+        ("sst2", 5000), ("mmlu", 1000), ("gsm8k", 1000)]  # trained on; n_select more held out for --epoch best
+    assert len(cfg.sweep.distill_types) * len(cfg.sweep.seeds) == 42
+    for dt, m in (("black_box", micro), ("hidden_state", whitebox)):  # 40 per optimizer step, every type
+        assert micro_batch_size(cfg.training, dt) == m and m * accumulation_steps(cfg.training, dt) == 40
+    assert cfg.sweep.gpus_per_trial == gpus and cfg.training.keep_checkpoints == "none"
+
+
+def test_the_retired_a100_recipe_names_its_replacements():
+    from pathlib import Path
+
+    with pytest.raises(ConfigError, match="retired.*a100-40gb.yaml.*a100-80gb.yaml"):
+        load_config(Path(__file__).parent.parent / "sweeps" / "a100.yaml")
+
+
+def test_cluster_recipe_is_the_real_study_with_resources_per_type():
+    from pathlib import Path
+
+    from wbvb.distill_types import DISTILL
+    from wbvb.sweep.trial import trial_resources
+
+    cfg = load_config(Path(__file__).parent.parent / "sweeps" / "cluster.yaml")
+    assert [(t.source, t.family or t.name, t.n_train - t.n_select) for t in cfg.tasks] == [
+        ("hub", "sst2", 5000), ("hub", "mmlu", 1000), ("hub", "gsm8k", 1000)]
+    for dt in cfg.sweep.distill_types:  # white-box trials a whole GPU; the rest two per GPU
+        assert trial_resources(cfg, dt)["GPU"] == (1.0 if DISTILL[dt].white_box else 0.5), dt
+    assert cfg.training.checkpoint_dir.startswith("/mnt/wbvb/")  # shared: a retry resumes on any node

@@ -47,3 +47,36 @@ def test_cluster_teacher_stage_needs_a_shared_path(tiny_dict):
     tiny_dict["teacher_data"]["path"] = "wbvb_data/teacher"
     with pytest.raises(ConfigError, match="relative.*every node sees"):
         prepare_on_cluster(config_from_dict(tiny_dict))
+
+
+def test_local_teacher_stage_runs_in_a_process_that_exits(tiny_dict, monkeypatch):
+    """Locally too the teacher stage is a Ray task in a worker of its own (max_calls=1), so the
+    driver never builds the teacher (nor keeps its GPU memory) and the worker is gone afterwards."""
+    import ray
+    import transformers
+
+    from wbvb.config import config_from_dict
+    from wbvb.teacher.cluster import prepare_locally
+
+    built = []
+    real_init = transformers.PreTrainedModel.__init__
+    monkeypatch.setattr(transformers.PreTrainedModel, "__init__",
+                        lambda self, *a, **k: built.append(type(self).__name__) or real_init(self, *a, **k))
+    tiny_dict["sweep"]["distill_types"] = ["black_box"]
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        prep, where = prepare_locally(config_from_dict(tiny_dict))
+        assert where["pid"] != os.getpid() and prep.manifest["num_rows"] > 0
+        assert built == []  # no model was built in this process
+        import time
+        deadline = time.time() + 60
+        while time.time() < deadline:  # the worker exits after its one call
+            try:
+                os.kill(where["pid"], 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError(f"teacher worker {where['pid']} still alive after its task")
+    finally:
+        ray.shutdown()

@@ -107,3 +107,73 @@ def test_tensorboard_scalars_and_hparams_read_back(setup, tmp_path):
     assert len(acc.Scalars("train/loss")) == 18  # 2 epochs x 9 optimizer steps, steps on the x-axis
     plugins = acc.PluginTagToContent("hparams")
     assert plugins, "no HParams summary"
+
+
+def _counting_reads(monkeypatch):
+    """Count the host reads of a tensor's values that logging makes (float(t), t.tolist()); the
+    optimizer's own step-counter .item() and the finite check's bool are left out."""
+    counts = {"reads": 0}
+    for name in ("__float__", "tolist"):
+        real = getattr(torch.Tensor, name)
+
+        def read(self, *a, _real=real, **k):
+            counts["reads"] += 1
+            return _real(self, *a, **k)
+        monkeypatch.setattr(torch.Tensor, name, read)
+    return counts
+
+
+def test_loss_parts_are_read_once_per_logging_interval(setup, tiny_dict, monkeypatch):
+    cfg, student, tok, train, ev = setup
+    tiny_dict["training"].update({"epochs": 1, "log_every_steps": 4})
+    cfg = config_from_dict(tiny_dict)
+    tr = Trainer(cfg, "sft", 0, student, tok)
+    src = ExampleSource(train, tok, cfg.training.max_length, tr.micro_batch)
+    tr._setup_optimisation(9)
+    tr.micro_per_epoch = 9
+    counts = _counting_reads(monkeypatch)
+    metrics = tr._train_epoch(iter(src.batches(0, 1, 0)), 0)
+    monkeypatch.undo()
+    assert metrics["steps"] == 9  # 9 micro-batches, one optimizer step each
+    assert counts["reads"] == 3  # logged at steps 4 and 8, and the epoch's end (was 4 per micro-batch)
+
+
+def test_a_nan_batch_is_skipped_counted_and_left_out_of_the_means(setup):
+    cfg, student, tok, train, ev = setup
+    tr = Trainer(cfg, "sft", 0, student, tok)
+    real, finite, calls = tr._forward_loss, [], []
+
+    def every_third_nan(batch):
+        loss, parts = real(batch)
+        calls.append(1)
+        if len(calls) % 3 == 0:
+            return loss * float("nan"), {k: v * float("nan") for k, v in parts.items()}
+        finite.append(loss.item())
+        return loss, parts
+
+    tr._forward_loss = every_third_nan
+    hist = tr.fit(ExampleSource(train, tok, cfg.training.max_length, 8), ev)
+    assert [m["skipped_steps"] for m in hist] == [3, 3]  # 9 micro-batches an epoch, every third one NaN
+    assert hist[0]["train_loss"] == pytest.approx(sum(finite[:6]) / 6, rel=1e-6)
+    assert hist[1]["train_loss"] == pytest.approx(sum(finite[6:]) / 6, rel=1e-6)
+    assert hist[-1]["steps"] == 2 * 6  # a NaN batch's optimizer step is not taken
+
+
+def test_intermediate_epochs_score_a_fixed_subset_and_the_last_the_whole_split(setup, tiny_dict):
+    from collections import Counter
+
+    cfg, student, tok, train, ev = setup
+    tiny_dict["training"].update({"epochs": 3, "eval_subset": 5})
+    cfg = config_from_dict(tiny_dict)
+    scored = []
+    for seed in (0, 1):  # every trial scores the same subset
+        tr = Trainer(cfg, "sft", seed, student, tok)
+        real = tr.evaluate
+        tr.evaluate = lambda examples, real=real: scored.append([e.id for e in examples]) or real(examples)
+        tr.fit(ExampleSource(train, tok, cfg.training.max_length, tr.micro_batch), ev)
+    whole = [e.id for e in ev]
+    task = {e.id: e.task for e in ev}
+    assert [len(s) for s in scored] == [5 * len(cfg.tasks)] * 2 + [len(whole)] + [5 * len(cfg.tasks)] * 2 + [len(whole)]
+    assert scored[0] == scored[1] == scored[3] == scored[4] and scored[2] == scored[5] == whole
+    assert Counter(task[i] for i in scored[0]) == {t.name: 5 for t in cfg.tasks}
+    assert scored[0] == [i for i in whole if i in set(scored[0])]  # in the split's order

@@ -161,3 +161,68 @@ def test_deepspeed_zero3_resumed_mid_epoch_ends_like_an_uninterrupted_run(tiny_d
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["position"] == [1, 2]  # 2 micro-batches into epoch 2
     assert [m["epoch"] for m in out["resumed"]] == [2] and out["resumed"] == out["full"][1:]
+
+
+def test_rng_states_load_on_the_cpu_when_the_model_goes_elsewhere(sft_setup, tmp_path, monkeypatch):
+    """On CUDA the model's map_location is the GPU; torch.set_rng_state takes CPU ByteTensors only.
+    `meta` stands in for the GPU: the weights land there, the RNG states (CUDA's included) must not."""
+    import torch
+
+    import wbvb.train.trainer as trainer_mod
+    from wbvb.train.setup import rng_states, set_rng_states
+
+    make_trainer, make_source, ev = sft_setup
+    trainer = make_trainer()
+    trainer.fit(make_source(trainer), ev)
+    # what rng_states() adds on a CUDA machine: one CPU ByteTensor per GPU
+    monkeypatch.setattr(trainer_mod, "rng_states", lambda: {**rng_states(), "cuda": [torch.get_rng_state()]})
+    trainer.save_checkpoint(tmp_path / "ckpt", epoch=1)
+    state, rng = trainer_mod.read_checkpoint(tmp_path / "ckpt", torch.device("meta"))
+    assert {t.device.type for t in state["model"].values()} == {"meta"}
+    for t in (rng["torch"], *rng["cuda"]):
+        assert (t.device.type, t.dtype) == ("cpu", torch.uint8)
+    expected = torch.rand(3, generator=torch.Generator().set_state(rng["torch"]))
+    set_rng_states(rng)  # raises for a state on any other device
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_trial_checkpoints_keep_one_local_state_and_resume_from_it(sft_setup, tmp_path):
+    """What Tune copies holds a pointer (and bf16 weights at epoch ends), never the optimizer; the
+    local disk keeps the latest resume state only; a run resumed through the pointer ends like an
+    uninterrupted one."""
+    import torch
+    from safetensors.torch import load_file
+
+    from wbvb.sweep.checkpoints import TrialCheckpoints
+
+    make_trainer, make_source, ev = sft_setup
+    full = make_trainer()
+    full_hist = full.fit(make_source(full), ev)
+    keep = TrialCheckpoints(tmp_path / "local", "weights")
+    reported = []
+
+    def report(trainer, epoch=None):
+        d = tmp_path / "tune" / f"checkpoint_{len(reported):03d}"
+        keep.prune(keep.save(trainer, d, epoch))
+        reported.append(d)
+        assert len(list((tmp_path / "local").iterdir())) == 1  # the latest state only
+
+    first = make_trainer()
+    with pytest.raises(Stop):
+        first.fit(make_source(first), ev, on_epoch_end=lambda m, e: report(first, e),
+                  on_checkpoint=lambda p: report(first) or (len(reported) == 4 and (_ for _ in ()).throw(Stop)))
+    # checkpoints: mid epoch 1 twice, end of epoch 1 (weights kept), mid epoch 2, then the trial dies
+    assert [sorted(p.name for p in d.iterdir()) for d in reported] == [
+        ["resume.json"], ["resume.json"], ["resume.json", "weights"], ["resume.json"]]
+    assert not list((tmp_path / "tune").rglob("trainer_state.pt"))  # no optimizer state for Tune to copy
+    second = make_trainer()
+    rest = second.fit(make_source(second), ev, resume_from=TrialCheckpoints.resume_state(reported[-1]),
+                      on_epoch_end=lambda m, e: report(second, e))
+    assert comparable(rest) == comparable(full_hist[1:])
+    final = load_file(str(reported[-1] / "final_model" / "model.safetensors"))
+    weights = second.bundle.student.state_dict()
+    assert {t.dtype for t in final.values()} == {torch.bfloat16}
+    for k, t in final.items():
+        assert torch.equal(t, weights[k].to(torch.bfloat16)), k
+    keep.clear()
+    assert not (tmp_path / "local").exists()

@@ -84,6 +84,7 @@ class TaskConfig:
     n_train: int = 1000  # real tasks: 0 takes the whole split
     n_eval: int = 200  # real tasks: 0 takes the whole split (final evaluation)
     seed: int = 0  # sampling seed
+    n_select: int = 0  # train examples held out (seeded, never trained on) to select epochs on: select_acc
     subjects: list[str] = field(default_factory=list)  # MMLU subject filter (empty: all 57)
     train_split: str = ""  # empty: sst2 train, mmlu test, gsm8k train
     eval_split: str = ""  # empty: sst2 dev, mmlu val, gsm8k test
@@ -131,13 +132,17 @@ class TrainingConfig:
     effective_batch_size: int = 0  # examples per optimizer step, reached by accumulation (0: batch_size)
     precision: str = "auto"  # auto (CUDA: bf16 if supported else fp16 + GradScaler; CPU: fp32) | fp32 | bf16 | fp16
     max_bad_steps: int = 20  # non-finite losses in a row before a trial fails
+    log_every_steps: int = 1  # optimizer steps per TensorBoard train/* point (the loss parts are read from the GPU then)
     checkpoint_every_steps: int = 0  # also checkpoint inside an epoch every N optimizer steps (0: epoch ends only)
+    checkpoint_dir: str = ""  # local disk for the latest resume state (default: beside the run folder; /tmp on Colab)
+    keep_checkpoints: str = "weights"  # what each epoch's Tune checkpoint keeps: weights (bf16) | none
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     grad_clip: float = 1.0
     max_length: int = 128
     eval_batch_size: int = 64
+    eval_subset: int = 0  # >0: epochs before the last score this many seeded examples per task (the last: all)
     max_new_tokens: int = 24  # generation budget for tasks scored by generation
     device: str = "auto"  # auto | cpu | cuda
     use_deepspeed: bool = False
@@ -249,6 +254,17 @@ class ExperimentConfig:
         return str(self.run_dir)
 
     @property
+    def checkpoint_dir(self) -> Path:
+        """Where trials keep their latest resume state: local disk, never copied by Tune."""
+        if self.training.checkpoint_dir:
+            return Path(self.training.checkpoint_dir).expanduser().resolve()
+        if "COLAB_RELEASE_TAG" in os.environ:  # Colab: the run folder is on Drive
+            return Path("/tmp/wbvb-checkpoints") / self.sweep.name
+        if is_uri(self.output.dir):
+            return self.cache_dir / "checkpoints" / self.sweep.name
+        return self.run_dir.parent / f"{self.sweep.name}.checkpoints"
+
+    @property
     def teacher_data_dir(self) -> Path | str:
         """A local folder, or a URI (s3://, gs://, ...) kept as written (``wbvb.storage``)."""
         return location(self.teacher_data.path)
@@ -258,7 +274,21 @@ class ExperimentConfig:
         return Path(self.models.cache_dir).expanduser().resolve()
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The config as data; keys added after runs were stored are left out at their defaults, so a
+        stored run's config, and the run id hashed from it, read the same and the run still resumes."""
+        d = dataclasses.asdict(self)
+        for section, keys in LATER_KEYS.items():
+            defaults = dataclasses.asdict(type(getattr(self, section))())
+            for k in keys:
+                if d[section][k] == defaults[k]:
+                    del d[section][k]
+        for t in d["tasks"]:
+            if t["n_select"] == 0:
+                del t["n_select"]
+        return d
+
+
+LATER_KEYS = {"training": ("log_every_steps", "checkpoint_dir", "keep_checkpoints", "eval_subset")}
 
 
 # ---- generic dict -> dataclass with type checks ------------------------------------------
@@ -393,9 +423,15 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
                               f"({micro}) so every distill type sees the same optimisation schedule")
     if tr.max_bad_steps < 1:
         raise ConfigError("training.max_bad_steps must be >= 1")
+    if tr.log_every_steps < 1:
+        raise ConfigError(f"training.log_every_steps ({tr.log_every_steps}) must be >= 1")
     if tr.checkpoint_every_steps < 0:
         raise ConfigError(f"training.checkpoint_every_steps ({tr.checkpoint_every_steps}) must be >= 0 "
                           "(0: checkpoint at epoch ends only)")
+    if tr.eval_subset < 0:
+        raise ConfigError(f"training.eval_subset ({tr.eval_subset}) must be >= 0 (0: every epoch on the whole splits)")
+    if tr.keep_checkpoints not in ("weights", "none"):
+        raise ConfigError(f"training.keep_checkpoints '{tr.keep_checkpoints}': choose weights or none")
     if tr.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"training.device '{tr.device}': choose auto, cpu or cuda")
     if tr.use_deepspeed:
@@ -429,6 +465,8 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
 
 
 def _validate_task(t: TaskConfig, where: str) -> None:
+    if t.n_select < 0:
+        raise ConfigError(f"{where}.n_select ({t.n_select}) must be >= 0 (0: no selection set)")
     if t.source not in SOURCES:
         raise ConfigError(f"{where}.source: unknown source '{t.source}'; choose {' | '.join(SOURCES)}")
     if t.source != "quickstart":
@@ -622,6 +660,8 @@ def load_config(path: str | Path | None = None, overrides: Optional[list[str]] =
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    if "retired" in data:  # a recipe replaced by others: say which
+        raise ConfigError(f"{path} is retired: {data['retired']}")
     for item in overrides or []:
         key, value = parse_override(item)
         try:

@@ -7,7 +7,7 @@ import pandas as pd
 
 from wbvb.analysis import tables
 from wbvb.analysis.results import Run, write_text_atomic
-from wbvb.analysis.stats import ALPHA, MIN_SEEDS, epoch_phrase, unreachable
+from wbvb.analysis.stats import ALPHA, MIN_SEEDS, epoch_phrase, selection_metric, unreachable
 
 
 def _setup(run: Run) -> list[str]:
@@ -64,9 +64,13 @@ def _caveats(runs: list[Run], df: pd.DataFrame, selected: pd.DataFrame, comp: pd
         if len(short):
             out.append(f"- **Not tested**: {len(short)} comparisons have fewer than {MIN_SEEDS} seeds paired with "
                        f"their baseline; they are listed but carry no p-value.")
-    if epoch == "best":
+    if epoch == "best" and selection_metric(df) == "select_acc":
+        out.append("- **Epoch selection**: each trial's best epoch by `select_acc`, measured on train examples "
+                   "held out of training (tasks' `n_select`), not on the validation data it reports.")
+    elif epoch == "best":
         out.append("- **Epoch selection**: each trial's best epoch by validation accuracy, measured on the same "
-                   "validation data it is selected on: optimistic, biased upwards.")
+                   "validation data it is selected on: optimistic, biased upwards (set tasks' `n_select` to "
+                   "select on held-out train examples instead).")
     elif epoch == "final":
         out.append("- **Epoch selection**: the final epoch of each trial; nothing is selected on validation data.")
     else:

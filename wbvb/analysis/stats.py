@@ -27,17 +27,24 @@ MAX_EXAMPLES = 10 ** 6  # an accuracy is k/N with N at most this: distinct such 
 
 
 def select_epoch(df: pd.DataFrame, epoch: str | int = "final") -> pd.DataFrame:
-    """One row per trial: its last epoch, its best epoch by ``val_acc``, or epoch N."""
+    """One row per trial: its last epoch, its best epoch (by ``select_acc``, measured on examples held
+    out of train, when the run has them; else by ``val_acc``, optimistic), or epoch N."""
     key = ["run_id", "trial_name"]
     if epoch == "final":
         return df.loc[df.groupby(key)["epoch"].idxmax()]
     if epoch == "best":
-        return df.loc[df.dropna(subset=["val_acc"]).groupby(key)["val_acc"].idxmax()]
+        by = selection_metric(df)
+        return df.loc[df.dropna(subset=[by]).groupby(key)[by].idxmax()]
     n = int(epoch)
     rows = df[df["epoch"] == n]
     if rows.empty:
         raise ValueError(f"--epoch {n}: no trial reported epoch {n} (epochs seen: {sorted(df['epoch'].unique())})")
     return rows
+
+
+def selection_metric(df: pd.DataFrame) -> str:
+    """``select_acc`` when every row has it (tasks[i].n_select), else ``val_acc``."""
+    return "select_acc" if "select_acc" in df and df["select_acc"].notna().all() else "val_acc"
 
 
 def epoch_phrase(epoch: str | int) -> str:

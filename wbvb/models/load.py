@@ -110,6 +110,33 @@ def num_blocks(path: str) -> int:
 
 
 
+def native_bf16() -> bool:
+    """bf16 in hardware (compute capability 8.0+: A100, H100, L4, A10G). ``torch.cuda.is_bf16_supported()``
+    also counts emulation, which would pick a slow bf16 on a T4 or V100."""
+    return torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 0)
+
+
+def teacher_dtype(device: torch.device) -> torch.dtype:
+    """The teacher's weights and compute: bf16 on a GPU that has it natively, fp16 on an older GPU
+    (bf16 is emulated there), fp32 on the CPU. Half the memory of fp32 (a 7B teacher: 14 GB, not 28)
+    and tensor-core speed; the top-k log-softmax is still taken in fp32 (``teacher.signals``)."""
+    if device.type != "cuda":
+        return torch.float32
+    return torch.bfloat16 if native_bf16() else torch.float16
+
+
+def load_teacher(path: str, device: torch.device):
+    """The teacher in ``teacher_dtype`` on ``device``, in eval mode; on a GPU, TF32 for what stays fp32."""
+    dtype = teacher_dtype(device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        if dtype == torch.float16:
+            print("teacher: this GPU has no native bf16 (compute capability < 8.0); the teacher runs in fp16",
+                  flush=True)
+    return load_model(path, dtype).to(device).eval()
+
+
 def pick_device(name: str) -> torch.device:
     """training.device / teacher device: auto (CUDA when visible), cpu, cuda or cuda:N."""
     if name == "auto":

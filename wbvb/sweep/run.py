@@ -17,8 +17,7 @@ from wbvb.storage import write_json_atomic
 from wbvb.sweep.resume import should_restore
 from wbvb.sweep.run_storage import RunStorage
 from wbvb.sweep.trial import _quiet_libraries, run_trial, trial_name, trial_resources
-from wbvb.teacher.cluster import RUNTIME_ENV, connect, prepare_on_cluster
-from wbvb.teacher.prepare import prepare
+from wbvb.teacher.cluster import RUNTIME_ENV, connect, prepare_locally, prepare_on_cluster
 
 
 def concurrency(cfg, cluster_cpus: float) -> int:
@@ -78,17 +77,14 @@ def run_sweep(cfg, resume: bool = False) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / "config.json", cfg.to_dict())
     analysis.write_run_meta(run_dir, cfg.to_dict())  # run.json: the run id that keys its summary rows
-    if cfg.sweep.address:  # on a cluster: the teacher stage runs on a node with teacher_data's resources
-        init_ray(cfg)
-        prep, _ = prepare_on_cluster(cfg)
-    else:
-        prep = prepare(cfg)
+    init_ray(cfg)  # the teacher stage is a Ray task: on a cluster, on a node with teacher_data's resources;
+    # locally, a process that exits when the stage ends, handing its (GPU) memory back before the trials
+    prep, _ = prepare_on_cluster(cfg) if cfg.sweep.address else prepare_locally(cfg)
     write_json_atomic(run_dir / "teacher.json", {
         "teacher_path": prep.teacher_path, "data_dir": str(prep.data_dir),
         "fingerprint": prep.manifest["fingerprint"], "teacher_accuracy": prep.scores["teacher_accuracy"]})
     store.push_driver_files()  # the config is on the run URI before any trial result is
 
-    init_ray(cfg)
     max_concurrent = concurrency(cfg, ray.cluster_resources().get("CPU", 0))
     per_type = {t: trial_resources(cfg, t) for t in cfg.sweep.distill_types}
     trainable = tune.with_resources(

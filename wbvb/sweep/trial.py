@@ -16,10 +16,11 @@ from wbvb.feed.batches import ExampleSource
 from wbvb.feed.stream import ShardStream
 from wbvb.models.load import load_tokenizer
 from wbvb.storage import is_uri, location
+from wbvb.sweep.checkpoints import TrialCheckpoints
 from wbvb.store.answers import seq_kd_examples
 from wbvb.store.schema import TeacherDims, read_manifest
 from wbvb.tasks import load_all
-from wbvb.train.setup import micro_batch_size
+from wbvb.train.setup import cap_gpu_memory, micro_batch_size
 from wbvb.train.trainer import Trainer
 
 
@@ -32,7 +33,9 @@ def run_trial(config: dict, cfg_dict: dict, data_dir: str, student_path: str) ->
     _quiet_libraries()
     cfg = config_from_dict(cfg_dict)
     distill_type, seed = config["distill_type"], int(config["seed"])
-    torch.set_num_threads(max(1, int(trial_resources(cfg, distill_type)["CPU"])))
+    resources = trial_resources(cfg, distill_type)
+    torch.set_num_threads(max(1, int(resources["CPU"])))
+    cap_gpu_memory(resources["GPU"])  # packed trials: each within its share of the card
     data_dir = location(data_dir)  # a local folder or a URI (s3://, gs://): trials read one shared copy
     manifest = read_manifest(data_dir)
     micro_batch = micro_batch_size(cfg.training, distill_type)
@@ -53,32 +56,40 @@ def run_trial(config: dict, cfg_dict: dict, data_dir: str, student_path: str) ->
                                cfg.training.max_length, micro_batch)
     trainer = Trainer(cfg, distill_type, seed, student_path, tok, dims, tb_dir=str(tb_dir))
     eval_examples = load_all(cfg.tasks, "eval")
+    select_examples = load_all(cfg.tasks, "select")  # tasks[i].n_select held out of train: epoch selection
 
     # The console table shows the first metrics reported: put epoch and accuracies first.
     first = ["epoch", "val_acc"] + [f"validation_accuracy_{t.name}" for t in cfg.tasks]
 
     node_id = ray.get_runtime_context().get_node_id()
 
-    def on_epoch_end(metrics: dict, epoch: int) -> None:
-        ordered = {k: metrics[k] for k in first if k in metrics} | metrics | {"node_id": node_id}
+    keep = TrialCheckpoints(cfg.checkpoint_dir / name, cfg.training.keep_checkpoints)
+
+    def report(metrics: dict, epoch=None) -> None:
         with tempfile.TemporaryDirectory(prefix="wbvb-ckpt-") as d:
-            trainer.save_checkpoint(Path(d), epoch)
-            if epoch + 1 == trainer.epochs:
-                trainer.save_pretrained(Path(d) / "final_model")
-            tune.report(ordered, checkpoint=tune.Checkpoint.from_directory(d))
+            latest = keep.save(trainer, Path(d), epoch)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+        keep.prune(latest)  # Tune holds the checkpoint pointing to it: the older states go
+
+    def on_epoch_end(metrics: dict, epoch: int) -> None:
+        report({k: metrics[k] for k in first if k in metrics} | metrics | {"node_id": node_id}, epoch)
 
     def on_checkpoint(progress: dict) -> None:
         """training.checkpoint_every_steps: a mid-epoch checkpoint. Its report has no `epoch` (nothing
         was evaluated): the analysis keeps epoch reports only; `epoch_progress` says how far it got."""
-        with tempfile.TemporaryDirectory(prefix="wbvb-ckpt-") as d:
-            trainer.save_checkpoint(Path(d))
-            tune.report(progress | {"node_id": node_id}, checkpoint=tune.Checkpoint.from_directory(d))
+        report(progress | {"node_id": node_id})
 
-    if ckpt is None:
-        trainer.fit(source, eval_examples, on_epoch_end=on_epoch_end, on_checkpoint=on_checkpoint)
-        return
-    with ckpt.as_directory() as d:  # a restarted trial continues where its last checkpoint was taken
-        trainer.fit(source, eval_examples, on_epoch_end=on_epoch_end, resume_from=Path(d), on_checkpoint=on_checkpoint)
+    resume_from = None
+    if ckpt is not None:  # a restarted trial continues where its last checkpoint was taken
+        with ckpt.as_directory() as d:
+            resume_from = TrialCheckpoints.resume_state(Path(d))
+        if resume_from is None:
+            print(f"trial {name}: its last checkpoint's resume state is not on this machine's "
+                  f"{cfg.checkpoint_dir} (training.checkpoint_dir); the trial starts anew (seeded: same result)",
+                  flush=True)
+    trainer.fit(source, eval_examples, on_epoch_end=on_epoch_end, resume_from=resume_from, on_checkpoint=on_checkpoint,
+                select_examples=select_examples)
+    keep.clear()
 
 
 def _quiet_libraries() -> None:

@@ -15,7 +15,7 @@ from typing import Callable
 from wbvb.tasks.example import Example
 
 # The TaskConfig keys a generated task reads; the rest are for real tasks (config refuses them here).
-QUICKSTART_TASK_KEYS = ("name", "source", "n_train", "n_eval", "seed")
+QUICKSTART_TASK_KEYS = ("name", "source", "n_train", "n_eval", "seed", "n_select")
 GENERATORS: dict[str, Callable[[int, int, str], list[Example]]] = {}
 GENERATOR_VERSION = 4  # bump when any generator's output changes: it is part of every fingerprint
 SENTIMENT_QUESTION = "\nQuestion: Is this sentence positive or negative?\nAnswer:"

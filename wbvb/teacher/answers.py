@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from wbvb import storage
 from wbvb.feed.batches import batched
-from wbvb.models.load import load_model, pick_device
+from wbvb.models.load import load_teacher, pick_device
 from wbvb.storage import write_json_atomic
 from wbvb.store.answers import ANSWERS_FILE, ANSWERS_META, ANSWERS_SCHEMA
 from wbvb.tasks import load_all
@@ -38,7 +38,7 @@ def teacher_answers(cfg, teacher_path: str, tokenizer, data_dir: Path | str, for
             print(f"teacher answers: reusing {out}", flush=True)
             return out
     tr, device = cfg.training, pick_device(cfg.training.device)
-    model = load_model(teacher_path).to(device).eval()
+    model = load_teacher(teacher_path, device)
     examples = load_all(cfg.tasks, "train")
     t0 = time.perf_counter()
     rows = []

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pyarrow.fs as pafs
+import torch
 
 from wbvb import storage
 from wbvb.feed.batches import batched, collate, encode_example
@@ -28,7 +29,7 @@ from wbvb.store.compress import bits_for
 from wbvb.store.schema import FORMAT_VERSION, MANIFEST, TeacherDataError, read_manifest
 from wbvb.storage import write_json_atomic
 from wbvb.store.writer import ShardWriter
-from wbvb.models.load import load_model, pick_device
+from wbvb.models.load import load_teacher, pick_device, teacher_dtype
 from wbvb.teacher.progress import Progress
 from wbvb.teacher.signals import TeacherSignals
 from wbvb.train.alignment import resolve_layers
@@ -71,6 +72,9 @@ def fingerprint_inputs(cfg, teacher_path: str, tokenizer) -> dict:
         "attention_bits": td.attention_bits if td.attention_encoding == "cbrt" else 0,
         "attention_rows": td.attention_rows,
         "shard_rows": td.shard_rows,
+        # a GPU's bf16/fp16 teacher computes other values than the fp32 one (fp32 stores keep their fingerprint)
+        **({"compute_dtype": str(dtype).removeprefix("torch.")}
+           if (dtype := teacher_dtype(pick_device(cfg.training.device))) != torch.float32 else {}),
     }
 
 
@@ -165,7 +169,7 @@ def generate(cfg, teacher_path: str, tokenizer, force: bool = False, progress: b
               f"{FORMAT_VERSION}; writing a new store at {out_dir} (delete the old folder when done)", flush=True)
     storage.mkdir(out_dir)
     td, device = cfg.teacher_data, pick_device(cfg.training.device)
-    model = load_model(teacher_path).to(device).eval()
+    model = load_teacher(teacher_path, device)
     vocab = model.config.vocab_size
     n_layers = model.config.num_hidden_layers
     hidden_layers = resolve_layers(td.hidden_layers, n_layers, "hidden_layers")

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from wbvb.distill_types import DISTILL
+from wbvb.models.load import native_bf16
 
 
 def rng_states() -> dict:
@@ -46,12 +47,22 @@ def accumulation_steps(tr, distill_type: str) -> int:
 
 
 def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
-    """None for fp32; bf16 where the GPU supports it, else fp16 (which needs a GradScaler)."""
+    """None for fp32; bf16 where the GPU has it natively, else fp16 (which needs a GradScaler)."""
     if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
         return None
     if precision == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if native_bf16() else torch.float16
     return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+def cap_gpu_memory(gpus: float) -> Optional[float]:
+    """A packed trial (a fraction of a GPU) gets that fraction of the card's memory and no more, so
+    one that outgrows its share fails alone (an OutOfMemoryError naming the packing) instead of
+    taking its neighbours down; returns the cap, None when the trial has whole GPUs or none."""
+    if not 0 < gpus < 1 or not torch.cuda.is_available():
+        return None
+    torch.cuda.set_per_process_memory_fraction(gpus, 0)
+    return gpus
 
 
 def free_port() -> int:
@@ -75,6 +86,5 @@ def deepspeed_config(path: str, tr, lr: float, distill_type: str) -> dict:
             params[k] = v
     for section in ("bf16", "fp16"):
         if isinstance(cfg.get(section), dict) and cfg[section].get("enabled") == "auto":
-            cfg[section]["enabled"] = torch.cuda.is_available() and (
-                section == "bf16") == torch.cuda.is_bf16_supported()
+            cfg[section]["enabled"] = torch.cuda.is_available() and (section == "bf16") == native_bf16()
     return cfg

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import random
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -69,6 +70,62 @@ class PhaseClock:
             yield
         finally:
             self.add(phase, time.perf_counter() - start)
+
+
+class LogWindow:
+    """Loss parts and gradient norms summed on the device since the last log, read in one host sync."""
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.n = 0  # finite micro-batches
+        self.norms: list[torch.Tensor] = []
+
+    def add(self, parts: dict[str, torch.Tensor]) -> None:
+        for k, v in parts.items():
+            self.sums[k] = self.sums[k] + v.float() if k in self.sums else v.float()
+        self.n += 1
+
+    def step(self, grad_norm: torch.Tensor) -> None:
+        self.norms.append(grad_norm)
+
+    def read(self) -> tuple[dict[str, float], int, Optional[float]]:
+        """(sums, micro-batches, mean gradient norm or None without a step), and start a new window."""
+        keys = list(self.sums)
+        flat = [self.sums[k] for k in keys] + ([torch.stack(self.norms).float().mean()] if self.norms else [])
+        values = torch.stack([v.to(flat[0].device) for v in flat]).tolist() if flat else []
+        out = (dict(zip(keys, values)), self.n, values[-1] if self.norms else None)
+        self.__init__()
+        return out
+
+
+RNG_FILE = "rng_state.pt"
+
+
+def eval_subset(examples: list, per_task: int) -> list:
+    """``per_task`` examples of each task (all when 0 or fewer there), the same for every trial and
+    epoch (seeded by the task's name alone, so paired comparisons pair on the same examples), in
+    their original order."""
+    if per_task <= 0:
+        return examples
+    by_task: dict[str, list[int]] = {}
+    for i, ex in enumerate(examples):
+        by_task.setdefault(ex.task, []).append(i)
+    keep = set()
+    for task, idx in by_task.items():
+        keep.update(idx if len(idx) <= per_task else random.Random(f"eval-subset:{task}").sample(idx, per_task))
+    return [ex for i, ex in enumerate(examples) if i in keep]
+
+
+def read_checkpoint(path: Path, device: torch.device) -> tuple[dict, dict]:
+    """The trainer state with its tensors on ``device``, and the RNG states on the CPU.
+
+    ``torch.set_rng_state`` takes CPU ByteTensors only: loaded with the model's ``map_location``
+    (a GPU) the saved RNG states would land on the GPU and a resume on CUDA would raise.
+    """
+    state = torch.load(path / "trainer_state.pt", map_location=device, weights_only=False)
+    if not (path / RNG_FILE).is_file():  # written before the RNG states had a file of their own
+        return state, torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=False)["rng"]
+    return state, torch.load(path / RNG_FILE, map_location="cpu", weights_only=False)
 
 
 class Trainer:
@@ -151,17 +208,20 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.amp_dtype):
             return self._loss(batch)
 
-    def _micro_step(self, batch: dict, last_of_group: bool) -> tuple[float, dict[str, float], Optional[float]]:
+    def _micro_step(self, batch: dict, last_of_group: bool
+                    ) -> tuple[Optional[torch.Tensor], dict[str, torch.Tensor], Optional[torch.Tensor]]:
         """Backward one micro-batch; step the optimizer at the end of an accumulation group.
 
-        Returns the loss, its components and the gradient norm (None unless the optimizer stepped).
+        Returns the loss (None when it is not finite: it was not backwarded), its components and the
+        gradient norm (None unless the optimizer stepped), all as tensors on the device: the loop reads
+        them once per logging interval, so the finite check is this step's only host sync.
         """
         try:
             with self.clock("forward"):
                 loss, parts = self._forward_loss(batch)
-                values = {k: float(v.detach()) for k, v in parts.items()}
+                parts = {k: v.detach() for k, v in parts.items()}
             if not torch.isfinite(loss):
-                return float("nan"), values, None
+                return None, parts, None
             if self.engine is not None:  # DeepSpeed scales by 1/accumulation and steps at boundaries
                 # our boundaries, not its micro-step counter: groups restart each epoch (a short last
                 # group) and the counter is not in its checkpoint (a mid-epoch resume)
@@ -171,14 +231,14 @@ class Trainer:
                 with self.clock("optimizer"):
                     self.engine.step()
                 if not last_of_group:
-                    return float(loss.detach()), values, None
+                    return loss.detach(), parts, None
                 norm = self.engine.get_global_grad_norm()
-                return float(loss.detach()), values, float(norm) if norm is not None else float("nan")
+                return loss.detach(), parts, torch.as_tensor(float("nan") if norm is None else norm)
             with self.clock("backward"):
                 scaled = loss / self.accum
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             if not last_of_group:
-                return float(loss.detach()), values, None
+                return loss.detach(), parts, None
             with self.clock("optimizer"):
                 if self.scaler:
                     self.scaler.unscale_(self.optimizer)
@@ -191,25 +251,35 @@ class Trainer:
                     self.optimizer.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scheduler.step()
-            return float(loss.detach()), values, float(norm)
+            return loss.detach(), parts, norm.detach()
         except torch.cuda.OutOfMemoryError as exc:
+            cap = torch.cuda.get_per_process_memory_fraction(0) if torch.cuda.is_available() else 1.0
+            share = f", capped at {cap:.0%} of the GPU's memory (its packing share)" if cap < 1 else ""
             raise RuntimeError(
                 f"GPU out of memory in a {self.distill_type} trial at micro-batch size {len(batch['example_ids'])} "
-                f"(sequence length {batch['input_ids'].shape[1]}); lower training.batch_size / "
-                "training.whitebox_batch_size (the effective batch is kept through accumulation) or "
-                "sweep.gpus_per_trial packing") from exc
+                f"(sequence length {batch['input_ids'].shape[1]}){share}; lower training.batch_size / "
+                "training.whitebox_batch_size (the effective batch is kept through accumulation) or pack "
+                "fewer trials per GPU (sweep.gpus_per_trial, sweep.resources_by_type)") from exc
 
     # ---- evaluation ----------------------------------------------------------------------
-    def full_weights(self):
-        """Context in which the student holds its full weights (ZeRO-3 partitions them otherwise)."""
+    def full_weights(self, for_generation: bool = False):
+        """Context in which the student holds its full weights (ZeRO-3 partitions them otherwise).
+        ``for_generation``: gathered once with ZeRO-3's hooks taken off for the whole evaluation
+        (with them on, every forward of every decode step would fetch the weights again)."""
         if self.engine is not None and self.engine.zero_optimization_stage() == 3:
             import deepspeed
+            from deepspeed.runtime.zero.stage3 import unwrap_model_for_generation
 
+            if for_generation:
+                return unwrap_model_for_generation(self.engine)
             return deepspeed.zero.GatheredParameters(list(self.bundle.student.parameters()), modifier_rank=None)
         return contextlib.nullcontext()
 
     def evaluate(self, examples) -> dict:
-        with self.full_weights():
+        """Scored in the trial's precision (bf16/fp16 autocast on CUDA; log-softmaxes stay fp32 inside)."""
+        amp = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype is not None
+               else contextlib.nullcontext())
+        with self.full_weights(for_generation=True), amp:
             return evaluate(self.bundle.student, self.tokenizer, examples, self.tr.eval_batch_size,
                             self.tr.max_new_tokens, self.tr.max_length, self.device)
 
@@ -226,7 +296,8 @@ class Trainer:
             raise RuntimeError("save_checkpoint without an epoch is for fit's on_checkpoint callback (mid-epoch)")
         path.mkdir(parents=True, exist_ok=True)
         state = {"position": {**position, "micro_per_epoch": self.micro_per_epoch}, "global_step": self.global_step,
-                 "scheduler": self.scheduler.state_dict(), "rng": rng_states()}
+                 "scheduler": self.scheduler.state_dict()}
+        torch.save(rng_states(), path / RNG_FILE)
         if self.engine is not None:
             self.engine.save_checkpoint(str(path / "deepspeed"), tag="wbvb")
         else:
@@ -236,7 +307,7 @@ class Trainer:
         torch.save(state, path / "trainer_state.pt")
 
     def load_checkpoint(self, path: Path) -> None:
-        state = torch.load(path / "trainer_state.pt", map_location=self.device, weights_only=False)
+        state, rng = read_checkpoint(path, self.device)
         position = state.get("position") or {"epoch": state["epoch"] + 1, "micro_batches": 0, "tally": None}
         if position["micro_batches"] and position.get("micro_per_epoch") != self.micro_per_epoch:
             raise ConfigError(f"{path}: a mid-epoch checkpoint taken at {position.get('micro_per_epoch')} micro-batches "
@@ -250,7 +321,7 @@ class Trainer:
             if self.scaler and state.get("scaler"):
                 self.scaler.load_state_dict(state["scaler"])
         self.scheduler.load_state_dict(state["scheduler"])
-        set_rng_states(state["rng"])
+        set_rng_states(rng)
         self.global_step = state["global_step"]
         if self.writer is not None:  # TensorBoard drops what the stopped run logged after the checkpoint
             self.writer.close()
@@ -259,16 +330,30 @@ class Trainer:
         self._resumed_tally = EpochTally(**position["tally"]) if position["tally"] else None
 
     def save_pretrained(self, path: Path) -> None:
+        """The student in bf16 ``save_pretrained`` form: half the bytes of fp32, and the precision a GPU
+        trial computes in; tied weights (embeddings and LM head) are written once."""
         with self.full_weights():
-            self.bundle.student.save_pretrained(path)
+            student, shared = self.bundle.student, set()
+            weights = {}
+            for k, v in student.state_dict().items():
+                if v.data_ptr() not in shared:
+                    shared.add(v.data_ptr())
+                    weights[k] = v.to(torch.bfloat16) if v.is_floating_point() else v
+            dtype, student.config.dtype = student.config.dtype, torch.bfloat16
+            try:
+                student.save_pretrained(path, state_dict=weights)
+            finally:
+                student.config.dtype = dtype
             if self.bundle.projectors is not None:  # trained with the student: kept with it
                 torch.save(self.bundle.projectors.state_dict(), path / PROJECTORS_FILE)
         self.tokenizer.save_pretrained(path)
 
     # ---- the run ---------------------------------------------------------------------------
     def fit(self, source: BatchSource, eval_examples, on_epoch_end: Optional[Callable] = None,
-            resume_from: Optional[Path] = None, on_checkpoint: Optional[Callable] = None) -> list[dict]:
-        """Train the remaining epochs; ``on_epoch_end(metrics, epoch)`` after each epoch's evaluation,
+            resume_from: Optional[Path] = None, on_checkpoint: Optional[Callable] = None,
+            select_examples=None) -> list[dict]:
+        """Train the remaining epochs; ``on_epoch_end(metrics, epoch)`` after each epoch's evaluation
+        (``select_examples``, held out of train, are scored too: ``select_acc``, what epochs are chosen by),
         ``on_checkpoint(progress)`` every ``training.checkpoint_every_steps`` optimizer steps inside
         an epoch (call ``save_checkpoint(path)`` there)."""
         self.micro_per_epoch = math.ceil(source.num_rows / self.micro_batch)
@@ -282,9 +367,12 @@ class Trainer:
         try:
             for epoch in range(self.start_epoch, self.epochs):
                 metrics = self._train_epoch(stream, epoch, on_checkpoint)
-                ev = self.evaluate(eval_examples)
+                last = epoch + 1 == self.epochs  # intermediate epochs: a fixed subset (training.eval_subset)
+                ev = self.evaluate(eval_examples if last else eval_subset(eval_examples, self.tr.eval_subset))
                 metrics.update({"validation_loss": ev["validation_loss"], "val_acc": ev["val_acc"],
                                 **accuracy_metrics(ev)})
+                if select_examples:
+                    metrics["select_acc"] = self.evaluate(select_examples)["val_acc"]
                 metrics = {"epoch": epoch + 1, **metrics, "epoch_progress": float(epoch + 1)}
                 if self.writer:
                     for k, v in metrics.items():
@@ -313,7 +401,7 @@ class Trainer:
         first = self.start_micro if epoch == self.start_epoch else 0
         tally = (self._resumed_tally if first else None) or EpochTally()
         every = self.tr.checkpoint_every_steps
-        group: dict[str, float] = {}
+        window = LogWindow()
         t0 = time.perf_counter()
         for micro in range(first, n):
             wait = time.perf_counter()
@@ -327,35 +415,36 @@ class Trainer:
             batch = item[1]
             last = (micro + 1) % self.accum == 0 or micro == n - 1  # accumulation groups restart each epoch
             loss, parts, norm = self._micro_step(batch, last)
-            if not math.isfinite(loss):
+            if loss is None:
                 tally.skipped += 1
                 tally.bad_in_row += 1
                 if tally.bad_in_row >= self.tr.max_bad_steps:
                     raise NonFiniteLossError(
                         f"{tally.bad_in_row} non-finite losses in a row at optimizer step {self.global_step} of the "
-                        f"{self.distill_type} trial (seed {self.seed}), loss components {parts}; "
-                        f"batch examples: {batch['example_ids'][:8]}")
+                        f"{self.distill_type} trial (seed {self.seed}), loss components "
+                        f"{ {k: float(v) for k, v in parts.items()} }; batch examples: {batch['example_ids'][:8]}")
                 if last and self.engine is None:
                     self.optimizer.zero_grad(set_to_none=True)  # drop a group a bad batch touched
             else:
                 tally.bad_in_row = 0
                 tally.n_ok += 1
                 tally.tokens += int(batch["attention_mask"].sum())
-                for k, v in {"train_loss": loss, **parts}.items():
-                    tally.sums[k] = tally.sums.get(k, 0.0) + v
-                    group[k] = group.get(k, 0.0) + v
-                group["n"] = group.get("n", 0) + 1
-            if last:
-                if norm is not None:
-                    self.global_step += 1
-                    if not self._scale_checked:  # the first step this process trains: are the terms comparable?
-                        self._scale_checked = True
-                        self._warn_scale(group)
+                window.add({"train_loss": loss, **parts})
+            if last and norm is not None:
+                self.global_step += 1
+                window.step(norm)
+                checkpoint = on_checkpoint is not None and every and self.global_step % every == 0 and micro < n - 1
+                first_step = not self._scale_checked  # the first step this process trains: are the terms comparable?
+                if checkpoint or first_step or self.global_step % self.tr.log_every_steps == 0:
                     with self.clock("logging"):
-                        self._log_step(group, norm)
-                    if on_checkpoint is not None and every and self.global_step % every == 0 and micro < n - 1:
-                        t0 += self._mid_epoch_checkpoint(on_checkpoint, epoch, micro + 1, tally, t0)
-                group = {}
+                        sums, read = self._log_window(window, tally)
+                    if first_step:
+                        self._scale_checked = True
+                        self._warn_scale(sums, read)
+                if checkpoint:
+                    t0 += self._mid_epoch_checkpoint(on_checkpoint, epoch, micro + 1, tally, t0)
+        with self.clock("logging"):
+            self._log_window(window, tally)
         train_s = tally.train_s + time.perf_counter() - t0
         mean = {k: v / max(tally.n_ok, 1) for k, v in tally.sums.items()}
         return {"train_loss": mean.get("train_loss", float("nan")),
@@ -386,24 +475,29 @@ class Trainer:
             self._position = None
         return time.perf_counter() - start
 
-    def _warn_scale(self, group: dict) -> None:
-        weighted = {k.removesuffix("_weighted"): v / group["n"] for k, v in group.items() if k.endswith("_weighted")}
-        why = scale_imbalance(weighted) if group.get("n") else ""
+    def _warn_scale(self, sums: dict, n: int) -> None:
+        weighted = {k.removesuffix("_weighted"): v / n for k, v in sums.items() if k.endswith("_weighted")}
+        why = scale_imbalance(weighted) if n else ""
         if why:
             warnings.warn(f"{self.distill_type} trial (seed {self.seed}): {why}", LossScaleWarning, stacklevel=2)
 
-    def _log_step(self, group: dict, grad_norm: float) -> None:
-        """One optimizer step's scalars at x = steps done (the epoch's scalars share its last step's x)."""
-        if not self.writer or not group.get("n"):
+    def _log_window(self, window: "LogWindow", tally: EpochTally) -> tuple[dict, int]:
+        """Read the window's device sums (one host sync), add them to the epoch's tally and log their
+        means at x = steps done (the epoch's scalars share its last step's x); returns the sums read."""
+        sums, n, norm = window.read()
+        for k, v in sums.items():
+            tally.sums[k] = tally.sums.get(k, 0.0) + v
+        if not self.writer or not n:
+            return sums, n
             return
-        n = group["n"]
-        self.writer.add_scalar("train/loss", group["train_loss"] / n, self.global_step)
-        for k, v in group.items():
-            if k not in ("n", "train_loss"):  # kd -> train/kd_loss, kd_weighted -> train/kd_loss_weighted
+        self.writer.add_scalar("train/loss", sums["train_loss"] / n, self.global_step)
+        for k, v in sums.items():
+            if k != "train_loss":  # kd -> train/kd_loss, kd_weighted -> train/kd_loss_weighted
                 name = k.removesuffix("_weighted") + "_loss" + ("_weighted" if k.endswith("_weighted") else "")
                 self.writer.add_scalar(f"train/{name}", v / n, self.global_step)
         self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.global_step)
-        self.writer.add_scalar("train/grad_norm", grad_norm, self.global_step)
+        self.writer.add_scalar("train/grad_norm", norm, self.global_step)
+        return sums, n
 
     def _log_hparams(self, final: dict) -> None:
         """HParams summary: TensorBoard's HParams tab lists every trial with its final accuracies."""
