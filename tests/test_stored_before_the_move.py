@@ -3,7 +3,7 @@
 ``fixtures/premove/`` was written by the code before the layout move (commit 0cb170b): a tiny
 store (two shards, top-k + hidden + attention) and ``premove.json`` with the config it was made
 from, that config as the run saved it, and the run id it keyed its summary rows with. Reusing it
-needs the same fingerprint and the same config hash from today's code.
+needed the same fingerprint and the same config hash from today's code.
 """
 from __future__ import annotations
 
@@ -24,11 +24,13 @@ def test_the_run_config_and_its_id_are_unchanged():
     from wbvb.config import config_from_dict
 
     saved = _saved()
-    assert config_from_dict(copy.deepcopy(saved["config"])).to_dict() == saved["config_dict"]
+    today = config_from_dict(copy.deepcopy(saved["config"])).to_dict()
+    assert today["models"].pop("add_bos") == "auto"  # added by the token-boundary fix, at its default
+    assert today == saved["config_dict"]
     assert run_id_for(saved["config_dict"], "premove") == saved["run_id"]
 
 
-def test_the_store_is_reused_by_fingerprint(tmp_path, capsys):
+def test_the_old_store_is_not_reused_after_the_format_change(tmp_path, capsys):
     from wbvb.config import config_from_dict
     from wbvb.teacher.prepare import prepare
 
@@ -40,7 +42,8 @@ def test_the_store_is_reused_by_fingerprint(tmp_path, capsys):
     shutil.copytree(FIXTURE / "store", store)
     before = {p.name: p.read_bytes() for p in store.iterdir()}
     prep = prepare(config_from_dict(d))
-    assert prep.manifest["fingerprint"] == saved["fingerprint"]
-    assert Path(prep.data_dir) == store
-    assert f"reusing {store}" in capsys.readouterr().out
-    assert {p.name: p.read_bytes() for p in store.iterdir()} == before  # nothing rewritten
+    assert prep.manifest["fingerprint"] != saved["fingerprint"]
+    assert prep.manifest["inputs"]["format_version"] == 4 and prep.manifest["inputs"]["add_bos"] == "auto"
+    assert Path(prep.data_dir) != store and Path(prep.data_dir).parent == store.parent
+    assert f"reusing {store}" not in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in store.iterdir()} == before  # the old store left as it was

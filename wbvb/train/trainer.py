@@ -204,7 +204,7 @@ class Trainer:
     def evaluate(self, examples) -> dict:
         with self.full_weights():
             return evaluate(self.bundle.student, self.tokenizer, examples, self.tr.eval_batch_size,
-                            self.tr.max_new_tokens, self.tr.max_length, self.device)
+                            self.tr.max_new_tokens, self.tr.max_length, self.device, self.cfg.models.add_bos)
 
     # ---- checkpoints ---------------------------------------------------------------------
     def save_checkpoint(self, path: Path, epoch: Optional[int] = None) -> None:
