@@ -178,7 +178,7 @@ def test_one_kd_step_on_real_rows_matches_the_bucket_kl(smollm2, models, batch):
 
 @needs_sst2
 def test_eval_on_real_rows_equals_dense_choice_loglikelihoods(models):
-    from wbvb.feed.batches import prompt_ids
+    from wbvb.feed.batches import encode_pair
     from wbvb.tasks import load_examples
     from wbvb.train.evaluate import evaluate
 
@@ -187,12 +187,12 @@ def test_eval_on_real_rows_equals_dense_choice_loglikelihoods(models):
     ev = evaluate(teacher, tok, examples, batch_size=16, device="cpu")
     hits = 0
     for ex in examples:  # each choice scored alone, unpadded: sum of log p(continuation token | prefix)
-        p = prompt_ids(tok, ex.prompt)
+        p = encode_pair(tok, ex.prompt, ex.choices[0])[0]  # the prompt's ids: the same for every choice
         with torch.no_grad():
             after_prompt = torch.log_softmax(teacher(input_ids=torch.tensor([p])).logits[0, -1].double(), -1)
         scores = []
         for choice in ex.choices:
-            c = tok(choice, add_special_tokens=False)["input_ids"]
+            c = encode_pair(tok, ex.prompt, choice)[1]  # the continuation split out of the joint encoding
             if len(c) == 1:  # one token: its log-prob after the prompt
                 scores.append(float(after_prompt[c[0]]))
                 continue

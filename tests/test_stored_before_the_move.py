@@ -33,6 +33,7 @@ def test_the_run_config_and_its_id_are_unchanged():
     # names mse, so resuming it with today's default is refused as another config, as it should be
     assert (saved["config_dict"]["loss"]["hidden_loss"], today["loss"]["hidden_loss"]) == ("mse", "cosine")
     today["loss"]["hidden_loss"] = "mse"
+    assert today["models"].pop("add_bos") == "auto"  # added by the token-boundary fix, at its default
     assert today == saved["config_dict"]
     assert run_id_for(saved["config_dict"], "premove") == saved["run_id"]
 
@@ -60,3 +61,4 @@ def test_the_old_format_store_is_refused_and_replaced_with_a_message(tmp_path, c
     assert f"reusing {old}" not in out.replace(f"not reusing {old}", "")  # (its inputs differ: no same-inputs note)
     assert {p.name: p.read_bytes() for p in old.iterdir()} == before  # the old store is left as it was
     assert prep.manifest["num_rows"] == json.loads((old / "manifest.json").read_text())["num_rows"]  # same rows
+    assert prep.manifest["inputs"]["add_bos"] == "auto"

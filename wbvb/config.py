@@ -30,6 +30,10 @@ class ConfigError(ValueError):
     """A config problem a user can fix; the message names the key and the fix."""
 
 
+ADD_BOS_CHOICES = ("auto", "true", "false")
+DEFAULT_ADD_BOS = "auto"  # lm-evaluation-harness's default: the tokenizer's own special tokens
+
+
 @dataclass
 class PresetConfig:
     """Sizes of the locally built tiny tokenizer and models (used for ``preset:`` models)."""
@@ -70,6 +74,9 @@ class ModelsConfig:
     cache_dir: str = ""  # presets and fine-tuned teachers; default $WBVB_CACHE or ~/.cache/wbvb
     teacher_finetune_epochs: int = 0  # >0: fine-tune the teacher on the train split first (sft)
     teacher_finetune_lr: float = 3e-3
+    # BOS before every prompt, alike in training, teacher store, seq_kd answers and eval: auto (as the
+    # tokenizer encodes text, lm-eval's default) | true (always one BOS) | false (none); YAML booleans work
+    add_bos: str = field(default=DEFAULT_ADD_BOS, metadata={"yaml_bool": True})
     preset: PresetConfig = field(default_factory=PresetConfig)
 
 
@@ -354,6 +361,8 @@ def _from_dict(cls: type, data: dict, where: str = "") -> Any:
             f"unknown config key '{key}'; valid keys{' of ' + where if where else ''}: "
             + ", ".join(valid)
         )
+    yaml_bool = {f.name for f in dataclasses.fields(cls) if f.metadata.get("yaml_bool")}
+    data = {k: (str(v).lower() if k in yaml_bool and isinstance(v, bool) else v) for k, v in data.items()}
     kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
     return cls(**kwargs)
 
@@ -441,6 +450,9 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         if not Path(tr.deepspeed_config).expanduser().is_file():
             raise ConfigError(f"training.deepspeed_config: no such file '{tr.deepspeed_config}'")
     _validate_student(cfg)
+    if cfg.models.add_bos not in ADD_BOS_CHOICES:
+        raise ConfigError(f"models.add_bos '{cfg.models.add_bos}': choose {' | '.join(ADD_BOS_CHOICES)} "
+                          "(auto: as the tokenizer encodes text, lm-evaluation-harness's default)")
     if cfg.models.preset.corpus not in ("quickstart", "tasks"):
         raise ConfigError(f"models.preset.corpus '{cfg.models.preset.corpus}': choose quickstart or tasks")
     _validate_loss(cfg.loss)

@@ -1,8 +1,11 @@
 """Token-level encoding of examples and padding of rows into torch batches.
 
-Every stage (teacher data, training, evaluation) encodes an example the same way:
-``[bos] + prompt + answer + [eos]``, with prompt and answer tokenized separately so the answer
-boundary (``prompt_len``) is exact.
+Every stage (teacher data, training, seq_kd answers, evaluation) encodes an example the same way,
+as lm-evaluation-harness encodes a context/continuation pair (its ``_encode_pair``): trailing
+whitespace of the prompt moves onto the answer, prompt + answer are tokenized as one text and the
+answer is what follows the prompt's own tokens (``whole[len(prompt_ids):]``). Tokenized alone, a
+leading-space answer comes out as other pieces for SentencePiece-style tokenizers than the model
+reads in running text. ``models.add_bos`` says whether a BOS token leads (``encode_text``).
 """
 from __future__ import annotations
 
@@ -11,23 +14,51 @@ from typing import Iterable, Protocol, Sequence
 import numpy as np
 import torch
 
+from wbvb.config import DEFAULT_ADD_BOS
 from wbvb.feed.shuffle import epoch_order
 
 
-def prompt_ids(tokenizer, prompt: str) -> list[int]:
-    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    return ([tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []) + ids
+def encode_text(tokenizer, text: str, add_bos: str = DEFAULT_ADD_BOS) -> list[int]:
+    """Token ids of ``text``: ``auto`` as the tokenizer itself encodes it (``tokenizer(text)``, what
+    lm-eval's HF backend does unless asked otherwise), ``true`` with one leading BOS, ``false`` with
+    no special tokens."""
+    if add_bos == "auto":
+        return list(tokenizer(text)["input_ids"])
+    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    if add_bos == "true":
+        if tokenizer.bos_token_id is None:
+            raise ValueError("models.add_bos is true but the tokenizer has no BOS token; set models.add_bos "
+                             "to auto or false")
+        return [tokenizer.bos_token_id] + ids
+    return ids
 
 
-def encode_example(example, tokenizer, max_length: int) -> dict:
+def encode_pair(tokenizer, context: str, continuation: str, add_bos: str = DEFAULT_ADD_BOS) -> tuple[list[int], list[int]]:
+    """(context ids, continuation ids) split out of one joint encoding, as lm-eval's ``_encode_pair``."""
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces:
+        context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+    ctx = encode_text(tokenizer, context, add_bos)
+    return ctx, encode_text(tokenizer, context + continuation, add_bos)[len(ctx):]
+
+
+def fit_prompt(prompt: list[int], answer_len: int, max_length: int, tokenizer) -> list[int]:
+    """The prompt cut from the left so prompt + answer fit ``max_length``; a leading BOS is kept."""
+    cut = len(prompt) + answer_len - max_length
+    if cut <= 0:
+        return prompt
+    keep = 1 if prompt and prompt[0] == tokenizer.bos_token_id else 0
+    return prompt[:keep] + prompt[keep + cut:]
+
+
+def encode_example(example, tokenizer, max_length: int, add_bos: str = DEFAULT_ADD_BOS) -> dict:
     """Token ids of prompt+answer+eos and the prompt length; the prompt is cut from the left if too long."""
-    p = prompt_ids(tokenizer, example.prompt)
-    a = tokenizer(example.answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    p, a = encode_pair(tokenizer, example.prompt, example.answer, add_bos)
+    a = a + [tokenizer.eos_token_id]
     if len(a) >= max_length:
         raise ValueError(f"example {example.id}: answer alone is {len(a)} tokens, over "
                          f"training.max_length={max_length}; raise max_length")
-    if len(p) + len(a) > max_length:
-        p = p[: 1] + p[len(p) + len(a) - max_length + 1:] if p else p
+    p = fit_prompt(p, len(a), max_length, tokenizer)
     return {"example_id": example.id, "task": example.task, "split": example.split,
             "input_ids": np.asarray(p + a, dtype=np.int32), "prompt_len": len(p), "label": example.label}
 
@@ -94,8 +125,8 @@ class ExampleSource:
     """In-memory examples as a batch source (``seq_kd`` trials; the teacher's fine-tune), read in
     ``epoch_order``: the order a ``ShardStream`` over the same examples reads."""
 
-    def __init__(self, examples, tokenizer, max_length: int, batch_size: int):
-        self.rows = [encode_example(ex, tokenizer, max_length) for ex in examples]
+    def __init__(self, examples, tokenizer, max_length: int, batch_size: int, add_bos: str = DEFAULT_ADD_BOS):
+        self.rows = [encode_example(ex, tokenizer, max_length, add_bos) for ex in examples]
         self.pad_id = tokenizer.pad_token_id
         self.batch_size = batch_size
         self.num_rows = len(self.rows)

@@ -20,7 +20,8 @@ from wbvb.store.codec import decode_batch
 
 # 2: narrow ids, lower-triangular attention, optional answer-only rows, int8 hidden
 # 3: bit-packed ids; optional gaps8 log-probs, int8 hidden with float32 outliers, cube-root attention
-# 4: row groups of at most ROW_GROUP_BYTES (store.writer), so rows read in a random order cost little
+# 4: row groups of at most ROW_GROUP_BYTES (store.writer), so rows read in a random order cost little;
+#    prompt + answer encoded jointly and split at the prompt (lm-eval's rule); BOS per models.add_bos
 FORMAT_VERSION = 4
 MANIFEST = "manifest.json"
 BASE_COLUMNS = ["example_id", "task", "split", "input_ids", "prompt_len", "seq_len", "label"]

@@ -53,7 +53,7 @@ def run_trial(config: dict, cfg_dict: dict, data_dir: str, student_path: str) ->
     tb_dir = Path.cwd() / "tensorboard" if is_uri(cfg.output.dir) else cfg.run_dir / "tensorboard" / name
     if kind.reads_answers:  # prompt + the teacher's generated answer, in memory
         source = ExampleSource(seq_kd_examples(load_all(cfg.tasks, "train"), data_dir), tok,
-                               cfg.training.max_length, micro_batch)
+                               cfg.training.max_length, micro_batch, cfg.models.add_bos)
     trainer = Trainer(cfg, distill_type, seed, student_path, tok, dims, tb_dir=str(tb_dir))
     eval_examples = load_all(cfg.tasks, "eval")
     select_examples = load_all(cfg.tasks, "select")  # tasks[i].n_select held out of train: epoch selection

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from wbvb.tasks.extract import extract_strict
+from wbvb.tasks.extract import extract_strict, gold_number
 from wbvb.tasks import prompts
 from wbvb.tasks.family import Family, need
 from wbvb.tasks.files import TaskDataError, read_jsonl
@@ -29,5 +29,5 @@ GSM8K = Family(
     hub_name="openai/gsm8k", hub_config="main", hub_splits={"train": "train", "test": "test"},
     fields=("question", "answer"), local_files=_files, read_local=_read, normalise=normalise,
     header=lambda rec: "", body=prompts.gsm8k_body, answer=prompts.gsm8k_answer,
-    label=lambda rec: extract_strict(rec["answer"]), choices=None,
+    label=lambda rec: gold_number(rec["answer"]), choices=None,
 )

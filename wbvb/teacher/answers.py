@@ -3,7 +3,7 @@
 Generated once beside the teacher shards (``seq_kd_answers.parquet`` in the store folder, so
 the store's fingerprint covers teacher, tokenizer and tasks) and reused while the generation
 settings match. Choice tasks take the teacher's highest-likelihood choice; generation tasks its
-greedy continuation, cut at the next ``Question:``. The student then trains on prompt + this
+greedy continuation, cut at the evaluation's stop strings. The student then trains on prompt + this
 answer with the task loss only (Kim & Rush, 2016).
 """
 from __future__ import annotations
@@ -26,7 +26,8 @@ from wbvb.train.evaluate import choice_loglikelihoods, generate_answers
 
 
 def _settings(cfg) -> dict:
-    return {"max_new_tokens": cfg.training.max_new_tokens, "version": 1}
+    return {"max_new_tokens": cfg.training.max_new_tokens, "add_bos": cfg.models.add_bos,
+            "max_length": cfg.training.max_length, "version": 2}
 
 
 def teacher_answers(cfg, teacher_path: str, tokenizer, data_dir: Path | str, force: bool = False,
@@ -47,11 +48,12 @@ def teacher_answers(cfg, teacher_path: str, tokenizer, data_dir: Path | str, for
         for task, exs in by_task(examples).items():
             for chunk in batched(exs, part):
                 if chunk[0].scoring == "choice":
-                    scores = choice_loglikelihoods(model, tokenizer, chunk, tr.eval_batch_size, device)
+                    scores = choice_loglikelihoods(model, tokenizer, chunk, tr.eval_batch_size, device, tr.max_length,
+                                                   cfg.models.add_bos)
                     answers = [ex.choices[s.index(max(s))] for ex, s in zip(chunk, scores)]
                 else:
                     answers = [t.rstrip() for t in generate_answers(model, tokenizer, chunk, tr.eval_batch_size,
-                                                                    tr.max_new_tokens, device)]
+                                                                    tr.max_new_tokens, device, cfg.models.add_bos)]
                 rows += [{"example_id": ex.id, "task": task, "answer": a} for ex, a in zip(chunk, answers)]
                 bar.update(len(chunk))
     with storage.atomic_output(out) as tmp:

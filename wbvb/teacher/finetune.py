@@ -34,7 +34,7 @@ def finetuned_teacher(cfg, teacher_path: str, tokenizer, progress: bool = False)
         return str(out)
     print(f"teacher: fine-tuning {teacher_path} for {epochs} epochs on the train split", flush=True)
     train = load_all(cfg.tasks, "train")
-    source = ExampleSource(train, tokenizer, cfg.training.max_length, cfg.training.batch_size)
+    source = ExampleSource(train, tokenizer, cfg.training.max_length, cfg.training.batch_size, cfg.models.add_bos)
     tcfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, use_deepspeed=False))
     trainer = Trainer(tcfg, "sft", seed=0, model_path=teacher_path, tokenizer=tokenizer,
                       lr=cfg.models.teacher_finetune_lr, epochs=epochs)

@@ -64,6 +64,7 @@ def fingerprint_inputs(cfg, teacher_path: str, tokenizer) -> dict:
         "tokenizer_vocab": vocab,
         "tasks": [task_train_identity(t) for t in cfg.tasks],
         "max_length": cfg.training.max_length,
+        "add_bos": cfg.models.add_bos,  # with FORMAT_VERSION 4: prompt + answer encoded jointly, split at the prompt
         "top_k": td.top_k, "hidden_layers": td.hidden_layers, "attention_layers": td.attention_layers,
         "hidden_stride": td.hidden_stride, "attention_stride": td.attention_stride,
         "dtype": td.dtype, "logprob_encoding": td.logprob_encoding, "hidden_encoding": td.hidden_encoding,
@@ -176,7 +177,7 @@ def generate(cfg, teacher_path: str, tokenizer, force: bool = False, progress: b
     attention_layers = resolve_layers(td.attention_layers, n_layers, "attention_layers")
     signals = TeacherSignals(model, hidden_layers, attention_layers)
     examples = load_all(cfg.tasks, "train")
-    encoded = [encode_example(ex, tokenizer, cfg.training.max_length) for ex in examples]
+    encoded = [encode_example(ex, tokenizer, cfg.training.max_length, cfg.models.add_bos) for ex in examples]
     encoded.sort(key=lambda e: (len(e["input_ids"]), e["example_id"]))  # length order: little padding
     if manifest is None:
         manifest = {"format_version": FORMAT_VERSION, "fingerprint": fp, "inputs": inputs, "complete": False,

