@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -12,33 +11,15 @@ import ray
 from ray import tune
 
 from wbvb import analysis
-from wbvb.config import ConfigError
+from wbvb.models.cost import DEFAULT_MFU
 from wbvb.storage import write_json_atomic
 from wbvb.sweep.resume import should_restore
 from wbvb.sweep.run_storage import RunStorage
+from wbvb.sweep.packing import concurrency
+from wbvb.sweep.plan import check_fits, record_measured, sweep_plan, write_plan
 from wbvb.sweep.trial import _quiet_libraries, run_trial, trial_name, trial_resources
 from wbvb.teacher.cluster import RUNTIME_ENV, connect, prepare_on_cluster
 from wbvb.teacher.prepare import prepare
-
-
-def concurrency(cfg, cluster_cpus: float) -> int:
-    """How many trials run at once so Ray Data's reads always find CPUs (../shared/DESIGN.md: the Ray Data deadlock).
-
-    Each running trial holds its CPUs and its Ray Data reads may take ``data_cpus`` outside the
-    trial's reservation; ``headroom_cpus`` stay free for the driver and Ray itself:
-    concurrent * (trial CPUs + data_cpus) + headroom_cpus <= cluster CPUs (largest trial counts).
-    """
-    sw = cfg.sweep
-    per_trial = max(trial_resources(cfg, t)["CPU"] for t in sw.distill_types) + sw.data_cpus
-    if sw.address and sw.max_concurrent_trials > 0:
-        return sw.max_concurrent_trials  # a (possibly autoscaling) cluster: its size now says little
-    if per_trial + sw.headroom_cpus > cluster_cpus + 1e-9:
-        raise ConfigError(f"a trial's CPUs ({per_trial - sw.data_cpus:g}) + sweep.data_cpus ({sw.data_cpus:g}) + "
-                          f"sweep.headroom_cpus ({sw.headroom_cpus:g}) exceed the cluster's {cluster_cpus:g} CPUs, "
-                          "so a trial's data reads could never be scheduled; lower them (on an autoscaling "
-                          "cluster, set sweep.max_concurrent_trials instead)")
-    fit = max(1, math.floor((cluster_cpus - sw.headroom_cpus) / per_trial + 1e-9))
-    return min(fit, sw.max_concurrent_trials) if sw.max_concurrent_trials > 0 else fit
 
 
 def init_ray(cfg) -> None:
@@ -52,7 +33,7 @@ def init_ray(cfg) -> None:
                  runtime_env=RUNTIME_ENV, log_to_driver=True, configure_logging=True, logging_level=logging.WARNING)
 
 
-def run_sweep(cfg, resume: bool = False) -> dict:
+def run_sweep(cfg, resume: bool = False, force: bool = False, mfu: float = DEFAULT_MFU) -> dict:
     """Run the whole chain for ``cfg`` (finishing an earlier run of it); return the analysis result."""
     _quiet_libraries()
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -60,10 +41,15 @@ def run_sweep(cfg, resume: bool = False) -> dict:
     store = RunStorage.of(cfg)
     restore = should_restore(cfg, resume, store)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.sweep.address:
+        init_ray(cfg)  # the plan counts the cluster's CPUs
+    plan = sweep_plan(cfg, mfu)  # before any weight is loaded: a sweep that cannot fit stops here
+    print(f"sweep: plan written to {write_plan(run_dir, plan)} ({'fits' if not plan['problems'] else 'does NOT fit'}; "
+          "python -m wbvb.sweep --plan prints it)", flush=True)
+    check_fits(plan, force)
     write_json_atomic(run_dir / "config.json", cfg.to_dict())
     analysis.write_run_meta(run_dir, cfg.to_dict())  # run.json: the run id that keys its summary rows
     if cfg.sweep.address:  # on a cluster: the teacher stage runs on a node with teacher_data's resources
-        init_ray(cfg)
         prep, _ = prepare_on_cluster(cfg)
     else:
         prep = prepare(cfg)
@@ -113,6 +99,9 @@ def run_sweep(cfg, resume: bool = False) -> dict:
         print(f"\nsweep interrupted; finish it later with the same command (it resumes): {hint}", file=sys.stderr)
         raise
     tune_wall_s = time.perf_counter() - t0
+    record_measured(run_dir, {"tune_wall_s": tune_wall_s, "trials": {
+        trial_name(r.config["distill_type"], r.config["seed"]): {
+            "peak_memory_bytes": (r.metrics or {}).get("peak_memory_bytes")} for r in results}})
     failed = [{"trial": trial_name(r.config["distill_type"], r.config["seed"]), "error": str(r.error)}
               for r in results if r.error]
     write_json_atomic(run_dir / "failed_trials.json", {"failed": failed})

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import tempfile
 from pathlib import Path
 
@@ -60,7 +61,8 @@ def run_trial(config: dict, cfg_dict: dict, data_dir: str, student_path: str) ->
     node_id = ray.get_runtime_context().get_node_id()
 
     def on_epoch_end(metrics: dict, epoch: int) -> None:
-        ordered = {k: metrics[k] for k in first if k in metrics} | metrics | {"node_id": node_id}
+        ordered = {k: metrics[k] for k in first if k in metrics} | metrics | {
+            "node_id": node_id, "peak_memory_bytes": peak_memory_bytes(trainer.device)}
         with tempfile.TemporaryDirectory(prefix="wbvb-ckpt-") as d:
             trainer.save_checkpoint(Path(d), epoch)
             if epoch + 1 == trainer.epochs:
@@ -79,6 +81,14 @@ def run_trial(config: dict, cfg_dict: dict, data_dir: str, student_path: str) ->
         return
     with ckpt.as_directory() as d:  # a restarted trial continues where its last checkpoint was taken
         trainer.fit(source, eval_examples, on_epoch_end=on_epoch_end, resume_from=Path(d), on_checkpoint=on_checkpoint)
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """The trial's peak so far, beside the plan's estimate: CUDA memory allocated, or the process's
+    peak RSS on the CPU (a reused actor's process counts every trial it ran)."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _quiet_libraries() -> None:
