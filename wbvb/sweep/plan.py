@@ -167,6 +167,17 @@ def projector_params(cfg, wb: cost.WhiteBox, student: cost.ModelShape) -> int:
     return wb.hidden_pairs * (student.hidden * wb.teacher_hidden + wb.teacher_hidden)
 
 
+def cut_terms(terms: dict, over: float) -> dict:
+    """The largest terms, in order, until together they hold ``over`` bytes (the runtime last)."""
+    out, held = {}, 0.0
+    for k in sorted(terms, key=lambda k: (k == "runtime", -terms[k])):
+        if held >= over:
+            break
+        out[k] = terms[k]
+        held += terms[k]
+    return out
+
+
 def memory(cfg, teacher: cost.ModelShape, student: cost.ModelShape, at_once: int) -> dict:
     """Memory per trial of each distill type against its share of the GPU (or of RAM on the CPU)."""
     cuda, precision = _device(cfg)
@@ -192,10 +203,10 @@ def memory(cfg, teacher: cost.ModelShape, student: cost.ModelShape, at_once: int
                  "budget": budget, "against": against}
         if budget > 0 and dev_total > budget:
             over = dev_total - budget
-            big = max(terms["device"], key=terms["device"].get)
-            entry["cut"] = {"term": big, "bytes": over}
-            problems.append(f"{t}: a trial needs {_gb(dev_total)} but has {_gb(budget)} ({against}); cut "
-                            f"{_gb(over)}, e.g. from its largest term, {big} ({_gb(terms['device'][big])}): {CUTS[big]}")
+            entry["cut"] = {"bytes": over, "terms": cut_terms(terms["device"], over)}
+            how = " + ".join(f"{k} ({_gb(v)}: {CUTS[k]})" for k, v in entry["cut"]["terms"].items())
+            problems.append(f"{t}: a trial needs {_gb(dev_total)} but has {_gb(budget)} ({against}); "
+                            f"cut {_gb(over)}, from {how}")
         elif cuda and budget == 0:
             entry["unchecked"] = "GPU memory unknown: set sweep.gpu_memory_gb"
         out[t] = entry
