@@ -94,7 +94,8 @@ def shipped_shape(name: str) -> ModelShape | None:
 
 
 def read_shape(name: str) -> ModelShape:
-    """The architecture of ``name`` (local folder, GGUF file, cached or shipped hub id), no weights read."""
+    """The architecture of ``name``, no weights read: a local folder or GGUF file, the HF cache, the
+    figures shipped here, then the hub's config.json."""
     from transformers import AutoConfig
 
     p = Path(name).expanduser()
@@ -105,11 +106,15 @@ def read_shape(name: str) -> ModelShape:
             return shape_of(AutoConfig.from_pretrained(str(p)), f"config: {p / 'config.json'}")
         return shape_of(AutoConfig.from_pretrained(name, local_files_only=True), f"HF cache: {name}")
     except (OSError, ValueError):
-        shipped = shipped_shape(name)
-        if shipped is None:
-            raise ConfigError(f"cannot read the model config of '{name}' offline and wbvb ships no figures for it; "
-                              "give a local save_pretrained folder, or run once with the hub reachable") from None
+        pass
+    shipped = shipped_shape(name)
+    if shipped is not None:
         return shipped
+    try:  # the hub, when reachable: config.json alone
+        return shape_of(AutoConfig.from_pretrained(name), f"hub: {name}")
+    except (OSError, ValueError):
+        raise ConfigError(f"cannot read the model config of '{name}' (offline?) and wbvb ships no figures for it; "
+                          "give a local save_pretrained folder, or run once with the hub reachable") from None
 
 
 # ---- memory ----------------------------------------------------------------------------------
