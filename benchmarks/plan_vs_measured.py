@@ -7,7 +7,7 @@ python benchmarks/plan_vs_measured.py   -> `name: value` lines per case:
   micro-batch 2 x 64 tokens, every row cut to exactly max_length) for two optimizer steps;
 * quickstart: the quickstart's preset student (2 blocks, d 64) the same way, at its micro-batch 32 x 96.
 
-Each trial runs in a fresh process; its peak RSS (``ru_maxrss``) is set against
+Each trial runs in a fresh process; its peak RSS (VmHWM) is set against
 ``wbvb.models.cost.training_memory`` for the same shape, micro-batch and length. The process's own
 baseline (torch + transformers + wbvb imported, no model) is printed too: the plan's ``runtime`` term.
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -41,7 +40,7 @@ def child(model_dir: str, batch: int, length: int) -> None:
 
 
     torch.set_num_threads(2)
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    baseline = proc_status("VmRSS")
     tok = load_tokenizer(model_dir)
     cfg = config_from_dict({"training": {"epochs": 1, "batch_size": batch, "max_length": length, "device": "cpu",
                                          "precision": "fp32", "eval_batch_size": batch},
@@ -55,8 +54,16 @@ def child(model_dir: str, batch: int, length: int) -> None:
     assert all(len(r["input_ids"]) == length for r in source.rows)
     trainer = Trainer(cfg, "sft", 0, model_dir, tok)
     trainer.fit(source, train[:batch])
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"baseline": baseline, "peak": peak}))
+    print(json.dumps({"baseline": baseline, "peak": proc_status("VmHWM")}))
+
+
+def proc_status(key: str) -> int:
+    """Bytes of a /proc/self/status figure. VmHWM is this process's own peak RSS: ``ru_maxrss`` would
+    start from the parent's RSS at fork (Linux keeps it across fork and exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/self/status has no {key}")
 
 
 def smollm2_model(out: Path) -> Path:

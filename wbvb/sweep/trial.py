@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import resource
+import sys
 import tempfile
 from pathlib import Path
 
@@ -85,10 +86,16 @@ def run_trial(config: dict, cfg_dict: dict, data_dir: str, student_path: str) ->
 
 def peak_memory_bytes(device: torch.device) -> int:
     """The trial's peak so far, beside the plan's estimate: CUDA memory allocated, or the process's
-    peak RSS on the CPU (a reused actor's process counts every trial it ran)."""
+    peak RSS on the CPU (VmHWM: ``ru_maxrss`` would start from the parent's RSS at fork; a reused
+    actor's process counts every trial it ran)."""
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    status = Path("/proc/self/status")
+    for line in status.read_text().splitlines() if status.is_file() else []:
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # no procfs: kB, bytes on macOS
+    return rss if sys.platform == "darwin" else rss * 1024
 
 
 def _quiet_libraries() -> None:
