@@ -225,6 +225,7 @@ class SweepConfig:
     address: str = ""  # "" local Ray; auto | HOST:PORT | ray://... joins a cluster
     num_cpus: int = 0  # local Ray only: CPUs to start it with (0: all of this machine's)
     stall_timeout_s: float = 300.0  # Ray Data fails loudly after this long without progress
+    gpu_memory_gb: float = 0.0  # the plan's GPU memory per device (0: read it from the visible GPU)
 
 
 @dataclass
@@ -471,6 +472,8 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         raise ConfigError("sweep.gpus_per_trial must be >= 0 and sweep.data_cpus > 0")
     if sw.gpus_per_trial > 1 and sw.gpus_per_trial != int(sw.gpus_per_trial):
         raise ConfigError("sweep.gpus_per_trial above 1 must be a whole number")
+    if sw.gpu_memory_gb < 0:
+        raise ConfigError(f"sweep.gpu_memory_gb ({sw.gpu_memory_gb:g}) must be >= 0 (0: read it from the GPU)")
     if not sw.name or "/" in sw.name:
         raise ConfigError(f"sweep.name '{sw.name}' must be a non-empty folder name")
     return cfg

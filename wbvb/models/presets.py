@@ -71,19 +71,43 @@ def build_tokenizer(vocab_size: int, corpus: list[str] | None = None):
     )
 
 
-def build_model(tokenizer, layers: int, hidden: int, heads: int, max_pos: int, seed: int):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+def preset_config(tokenizer, layers: int, hidden: int, heads: int, max_pos: int):
+    """The LlamaConfig of a preset model (also what a plan reads before the preset is built)."""
+    from transformers import LlamaConfig
 
-    config = LlamaConfig(
+    return LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 3,
         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
         max_position_embeddings=max_pos, tie_word_embeddings=True,
         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
+
+
+def build_model(tokenizer, layers: int, hidden: int, heads: int, max_pos: int, seed: int):
+    import torch
+    from transformers import LlamaForCausalLM
+
     torch.manual_seed(seed)
-    return LlamaForCausalLM(config)
+    return LlamaForCausalLM(preset_config(tokenizer, layers, hidden, heads, max_pos))
+
+
+def preset_sizes(preset_cfg) -> dict[str, tuple[int, int, int]]:
+    """(layers, hidden, heads) of the preset teacher and student."""
+    p = preset_cfg
+    return {"teacher": (p.teacher_layers, p.teacher_hidden, p.teacher_heads),
+            "student": (p.student_layers, p.student_hidden, p.student_heads)}
+
+
+def preset_root(preset_cfg, cache_dir: Path, tasks=()) -> Path:
+    """The cache folder of this preset (built or not)."""
+    return Path(cache_dir) / "presets" / f"tiny-{_preset_key(preset_cfg, tasks)}"
+
+
+def preset_tokenizer(preset_cfg, tasks=()):
+    """The preset's tokenizer, trained afresh (no model built): what a plan tokenizes with."""
+    corpus = _tasks_corpus(tasks) if preset_cfg.corpus == "tasks" else None
+    return build_tokenizer(preset_cfg.vocab_size, corpus)
 
 
 def ensure_preset(preset_cfg, cache_dir: Path, tasks=()) -> dict[str, Path]:
@@ -93,17 +117,15 @@ def ensure_preset(preset_cfg, cache_dir: Path, tasks=()) -> dict[str, Path]:
     """
     if preset_cfg.corpus == "tasks" and not tasks:
         raise ValueError("models.preset.corpus is 'tasks' but no tasks were given to train the tokenizer on")
-    root = Path(cache_dir) / "presets" / f"tiny-{_preset_key(preset_cfg, tasks)}"
+    root = preset_root(preset_cfg, cache_dir, tasks)
     paths = {k: root / k for k in ("tokenizer", "teacher", "student")}
 
     def build(tmp: Path) -> dict:
         p = preset_cfg
         tok = build_tokenizer(p.vocab_size, _tasks_corpus(tasks) if p.corpus == "tasks" else None)
         tok.save_pretrained(tmp / "tokenizer")
-        for role, (layers, hidden, heads, seed) in {
-            "teacher": (p.teacher_layers, p.teacher_hidden, p.teacher_heads, 1),
-            "student": (p.student_layers, p.student_hidden, p.student_heads, 2),
-        }.items():
+        for role, (layers, hidden, heads) in preset_sizes(p).items():
+            seed = 1 if role == "teacher" else 2
             model = build_model(tok, layers, hidden, heads, p.max_position_embeddings, seed)
             model.save_pretrained(tmp / role)
             tok.save_pretrained(tmp / role)

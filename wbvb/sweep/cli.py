@@ -11,6 +11,8 @@ import sys
 
 from wbvb.config import ConfigError, ExperimentConfig, load_config
 from wbvb.store.schema import TeacherDataError
+from wbvb.models.cost import DEFAULT_MFU
+from wbvb.sweep.plan import format_plan, sweep_plan, write_plan
 from wbvb.sweep.run import run_sweep
 
 
@@ -28,6 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--output", help="results folder (default $WBVB_OUTPUT_PATH or ./results)")
     ap.add_argument("--resume", action="store_true",
                     help="finish the sweep in the run folder (also automatic when its config matches)")
+    ap.add_argument("--plan", action="store_true",
+                    help="print what the sweep will cost and whether it fits (plan.json too), then exit")
+    ap.add_argument("--mfu", type=float, default=DEFAULT_MFU,
+                    help=f"model FLOPs utilisation the plan's times assume (default {DEFAULT_MFU:g})")
+    ap.add_argument("--calibrate", action="store_true",
+                    help="with --plan: measure a few training steps of the student's shape here instead of --mfu")
+    ap.add_argument("--force", action="store_true", help="run even when the plan says it does not fit")
     return ap
 
 
@@ -52,7 +61,11 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = config_from_args(args)
-        result = run_sweep(cfg, resume=args.resume)
+        if not 0 < args.mfu <= 1:
+            raise ConfigError(f"--mfu {args.mfu:g}: give a fraction in (0, 1], e.g. --mfu 0.3")
+        if args.plan:
+            return show_plan(cfg, args.mfu, args.calibrate)
+        result = run_sweep(cfg, resume=args.resume, force=args.force, mfu=args.mfu)
     except (ConfigError, TeacherDataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -69,3 +82,11 @@ def exit_status(result: dict) -> int:
     if result.get("errors"):
         return 1
     return INTERRUPTED if result.get("unfinished", 0) > 0 else 0
+
+
+def show_plan(cfg, mfu: float, calibrate: bool) -> int:
+    """--plan: print the plan and write plan.json; exit status 3 when it does not fit."""
+    plan = sweep_plan(cfg, mfu, calibrate_steps=3 if calibrate else 0)
+    print(format_plan(plan))
+    print(f"plan written to {write_plan(cfg.run_dir, plan)}")
+    return 3 if plan["problems"] else 0

@@ -12,7 +12,7 @@ from wbvb.sweep.run_storage import RunStorage
 # Settings that change how a sweep runs, not what it computes: they may differ when resuming.
 EXECUTION_KEYS = {("sweep", "address"), ("sweep", "num_cpus"), ("sweep", "max_concurrent_trials"),
                   ("sweep", "reuse_actors"), ("sweep", "max_failures"), ("sweep", "stall_timeout_s"),
-                  ("sweep", "headroom_cpus"), ("output", "dir"), ("models", "cache_dir"), ("teacher_data", "path"),
+                  ("sweep", "headroom_cpus"), ("sweep", "gpu_memory_gb"), ("output", "dir"), ("models", "cache_dir"), ("teacher_data", "path"),
                   ("teacher_data", "cpus"), ("teacher_data", "gpus"), ("teacher_data", "custom_resources")}
 
 

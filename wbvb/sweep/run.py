@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -12,32 +11,15 @@ import ray
 from ray import tune
 
 from wbvb import analysis
-from wbvb.config import ConfigError, resolve_paths
+from wbvb.config import resolve_paths
+from wbvb.models.cost import DEFAULT_MFU
 from wbvb.storage import write_json_atomic
 from wbvb.sweep.resume import should_restore
 from wbvb.sweep.run_storage import RunStorage
+from wbvb.sweep.packing import concurrency
+from wbvb.sweep.plan import check_fits, record_measured, sweep_plan, write_plan
 from wbvb.sweep.trial import _quiet_libraries, run_trial, trial_name, trial_resources
 from wbvb.teacher.cluster import RUNTIME_ENV, connect, prepare_locally, prepare_on_cluster
-
-
-def concurrency(cfg, cluster_cpus: float) -> int:
-    """How many trials run at once so Ray Data's reads always find CPUs (../shared/DESIGN.md: the Ray Data deadlock).
-
-    Each running trial holds its CPUs and its Ray Data reads may take ``data_cpus`` outside the
-    trial's reservation; ``headroom_cpus`` stay free for the driver and Ray itself:
-    concurrent * (trial CPUs + data_cpus) + headroom_cpus <= cluster CPUs (largest trial counts).
-    """
-    sw = cfg.sweep
-    per_trial = max(trial_resources(cfg, t)["CPU"] for t in sw.distill_types) + sw.data_cpus
-    if sw.address and sw.max_concurrent_trials > 0:
-        return sw.max_concurrent_trials  # a (possibly autoscaling) cluster: its size now says little
-    if per_trial + sw.headroom_cpus > cluster_cpus + 1e-9:
-        raise ConfigError(f"a trial's CPUs ({per_trial - sw.data_cpus:g}) + sweep.data_cpus ({sw.data_cpus:g}) + "
-                          f"sweep.headroom_cpus ({sw.headroom_cpus:g}) exceed the cluster's {cluster_cpus:g} CPUs, "
-                          "so a trial's data reads could never be scheduled; lower them (on an autoscaling "
-                          "cluster, set sweep.max_concurrent_trials instead)")
-    fit = max(1, math.floor((cluster_cpus - sw.headroom_cpus) / per_trial + 1e-9))
-    return min(fit, sw.max_concurrent_trials) if sw.max_concurrent_trials > 0 else fit
 
 
 def init_ray(cfg) -> None:
@@ -62,7 +44,7 @@ def trial_outcomes(results, n_trials: int, epochs: int) -> tuple[list[dict], int
     return failed, n_trials - finished
 
 
-def run_sweep(cfg, resume: bool = False) -> dict:
+def run_sweep(cfg, resume: bool = False, force: bool = False, mfu: float = DEFAULT_MFU) -> dict:
     """Run the whole chain for ``cfg`` (finishing an earlier run of it); return the analysis result.
 
     Relative paths in ``cfg`` are relative to this process's working directory: they are made absolute
@@ -75,6 +57,12 @@ def run_sweep(cfg, resume: bool = False) -> dict:
     store = RunStorage.of(cfg)
     restore = should_restore(cfg, resume, store)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.sweep.address:
+        init_ray(cfg)  # the plan counts the cluster's CPUs
+    plan = sweep_plan(cfg, mfu)  # before any weight is loaded: a sweep that cannot fit stops here
+    print(f"sweep: plan written to {write_plan(run_dir, plan)} ({'fits' if not plan['problems'] else 'does NOT fit'}; "
+          "python -m wbvb.sweep --plan prints it)", flush=True)
+    check_fits(plan, force)
     write_json_atomic(run_dir / "config.json", cfg.to_dict())
     analysis.write_run_meta(run_dir, cfg.to_dict())  # run.json: the run id that keys its summary rows
     init_ray(cfg)  # the teacher stage is a Ray task: on a cluster, on a node with teacher_data's resources;
@@ -125,6 +113,9 @@ def run_sweep(cfg, resume: bool = False) -> dict:
         print(f"\nsweep interrupted; finish it later with the same command (it resumes): {hint}", file=sys.stderr)
         raise
     tune_wall_s = time.perf_counter() - t0
+    record_measured(run_dir, {"tune_wall_s": tune_wall_s, "trials": {
+        trial_name(r.config["distill_type"], r.config["seed"]): {
+            "peak_memory_bytes": (r.metrics or {}).get("peak_memory_bytes")} for r in results}})
     failed, unfinished = trial_outcomes(results, n_trials, cfg.training.epochs)
     write_json_atomic(run_dir / "failed_trials.json", {"failed": failed})
     store.pull_results()

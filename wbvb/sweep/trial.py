@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
+import sys
 import tempfile
 from pathlib import Path
 
@@ -72,7 +74,8 @@ def run_trial(config: dict, cfg_dict: dict, data_dir: str, student_path: str) ->
         keep.prune(latest)  # Tune holds the checkpoint pointing to it: the older states go
 
     def on_epoch_end(metrics: dict, epoch: int) -> None:
-        report({k: metrics[k] for k in first if k in metrics} | metrics | {"node_id": node_id}, epoch)
+        report({k: metrics[k] for k in first if k in metrics} | metrics | {
+            "node_id": node_id, "peak_memory_bytes": peak_memory_bytes(trainer.device)}, epoch)
 
     def on_checkpoint(progress: dict) -> None:
         """training.checkpoint_every_steps: a mid-epoch checkpoint. Its report has no `epoch` (nothing
@@ -90,6 +93,20 @@ def run_trial(config: dict, cfg_dict: dict, data_dir: str, student_path: str) ->
     trainer.fit(source, eval_examples, on_epoch_end=on_epoch_end, resume_from=resume_from, on_checkpoint=on_checkpoint,
                 select_examples=select_examples)
     keep.clear()
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """The trial's peak so far, beside the plan's estimate: CUDA memory allocated, or the process's
+    peak RSS on the CPU (VmHWM: ``ru_maxrss`` would start from the parent's RSS at fork; a reused
+    actor's process counts every trial it ran)."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    status = Path("/proc/self/status")
+    for line in status.read_text().splitlines() if status.is_file() else []:
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # no procfs: kB, bytes on macOS
+    return rss if sys.platform == "darwin" else rss * 1024
 
 
 def _quiet_libraries() -> None:

@@ -20,15 +20,20 @@ from wbvb.teacher.progress import CountingSource, Progress
 from wbvb.train.trainer import Trainer
 
 
+def finetuned_dir(cfg, teacher_path: str) -> Path:
+    """Where the fine-tuned teacher of these inputs lives (built or not)."""
+    key = json.dumps({"teacher": weights_identity(teacher_path), "tasks": [task_identity(t) for t in cfg.tasks],
+                      "epochs": cfg.models.teacher_finetune_epochs, "lr": cfg.models.teacher_finetune_lr,
+                      "training": dataclasses.asdict(cfg.training)}, sort_keys=True)
+    return cfg.cache_dir / "teachers" / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
 def finetuned_teacher(cfg, teacher_path: str, tokenizer, progress: bool = False) -> str:
     """Path of the fine-tuned teacher (built once), or ``teacher_path`` if fine-tuning is off."""
     epochs = cfg.models.teacher_finetune_epochs
     if epochs <= 0:
         return teacher_path
-    key = json.dumps({"teacher": weights_identity(teacher_path), "tasks": [task_identity(t) for t in cfg.tasks],
-                      "epochs": epochs, "lr": cfg.models.teacher_finetune_lr,
-                      "training": dataclasses.asdict(cfg.training)}, sort_keys=True)
-    out = cfg.cache_dir / "teachers" / hashlib.sha256(key.encode()).hexdigest()[:16]
+    out = finetuned_dir(cfg, teacher_path)
     if (out / "config.json").is_file():
         print(f"teacher: reusing fine-tuned teacher {out}", flush=True)
         return str(out)
