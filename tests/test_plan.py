@@ -195,7 +195,7 @@ def test_a_plan_that_cannot_fit_names_the_term_and_refuses_to_run(tmp_path, monk
     def reached(*a, **k):
         raise Reached
 
-    monkeypatch.setattr(run, "prepare", reached)
+    monkeypatch.setattr(run, "prepare_locally", reached)
     with pytest.raises(PlanError, match="optimizer"):
         run.run_sweep(cfg)
     assert json.loads((cfg.run_dir / "plan.json").read_text())["problems"]  # written before refusing

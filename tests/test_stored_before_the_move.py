@@ -34,6 +34,7 @@ def test_the_run_config_and_its_id_are_unchanged():
     assert (saved["config_dict"]["loss"]["hidden_loss"], today["loss"]["hidden_loss"]) == ("mse", "cosine")
     today["loss"]["hidden_loss"] = "mse"
     assert today["models"].pop("add_bos") == "auto"  # added by the token-boundary fix, at its default
+    assert today["sweep"].pop("gpu_memory_gb") == 0  # added with --plan, at its default
     assert today == saved["config_dict"]
     assert run_id_for(saved["config_dict"], "premove") == saved["run_id"]
 

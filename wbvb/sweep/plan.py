@@ -232,30 +232,41 @@ def _free_bytes(path: Path) -> tuple[int, str]:
 def checkpoints(cfg, student: cost.ModelShape, teacher: cost.ModelShape, rows: int, trial_states: list[dict]) -> dict:
     """Bytes written and kept per trial and per sweep, against free disk where they land.
 
-    Kept: ``training.keep_checkpoints`` (default 1, Tune's num_to_keep) plus the last one's final model."""
+    The policy of ``sweep/checkpoints.py``: each checkpoint's full state (weights + optimizer) goes to
+    ``training.checkpoint_dir`` on local disk, where only the latest is kept while the trial runs
+    (deleted when it ends); the run's storage (Tune) gets bf16 weights per checkpoint
+    (``training.keep_checkpoints: weights``) or none, one kept, plus the bf16 final model."""
     tr = cfg.training
-    keep = int(getattr(tr, "keep_checkpoints", 1) or 1)
-    ckpt_dir = Path(getattr(tr, "checkpoint_dir", "") or cfg.run_dir / "tune")
+    local_dir = cfg.checkpoint_dir
     per_trial = {}
     for t in cfg.sweep.distill_types:
         extra = projector_params(cfg, _whitebox(cfg, t, teacher, student), student)
         one = checkpoint_bytes(cfg, student, extra)
+        bf16 = 2 * (student.params + extra)
+        tune_one = bf16 if tr.keep_checkpoints == "weights" else 0
         steps = math.ceil(rows / micro_batch_size(tr, t)) // accumulation_steps(tr, t)
         mid = (steps - 1) // tr.checkpoint_every_steps if tr.checkpoint_every_steps else 0
         n = tr.epochs * (1 + mid)
-        final = 4 * (student.params + extra)
-        per_trial[t] = {"checkpoint": one, "written": n, "bytes_written": n * one + final,
-                        "bytes_kept": min(keep, n) * one + final}
+        per_trial[t] = {"checkpoint": one, "written": n, "bytes_written": n * (one + tune_one) + bf16,
+                        "bytes_kept": tune_one + bf16, "local_bytes_peak": 2 * one}  # latest + the one being written
     todo = [s for s in trial_states if s["state"] != "finished"]
     written = sum(per_trial[s["distill_type"]]["bytes_written"] for s in todo)
     kept = sum(per_trial[s["distill_type"]]["bytes_kept"] for s in trial_states)
-    free, at = _free_bytes(ckpt_dir)
+    at_once = max(1, cfg.sweep.max_concurrent_trials or 1)
+    local_peak = at_once * max((e["local_bytes_peak"] for e in per_trial.values()), default=0)
+    free, at = _free_bytes(cfg.run_dir)
+    local_free, local_at = _free_bytes(local_dir)
     problems = []
     if kept > free:
         problems.append(f"checkpoints: the sweep keeps {_gb(kept)} but {at} has {_gb(free)} free; "
-                        "free disk, or point output.dir at a larger disk")
-    return {"per_type": per_trial, "keep": keep, "folder": str(ckpt_dir), "sweep_bytes_written": written,
-            "sweep_bytes_kept": kept, "free_bytes": free, "free_at": at, "problems": problems}
+                        "free disk, point output.dir at a larger disk, or set training.keep_checkpoints=none")
+    if local_peak > local_free:
+        problems.append(f"checkpoints: {at_once} running trial(s) hold up to {_gb(local_peak)} of resume state in "
+                        f"{local_at}, which has {_gb(local_free)} free; point training.checkpoint_dir at a larger disk")
+    return {"per_type": per_trial, "keep": tr.keep_checkpoints, "folder": str(local_dir),
+            "sweep_bytes_written": written, "sweep_bytes_kept": kept, "free_bytes": free, "free_at": at,
+            "local_bytes_peak": local_peak, "local_free_bytes": local_free, "local_free_at": local_at,
+            "problems": problems}
 
 
 def calibrate(cfg, student: cost.ModelShape, steps: int = 3) -> float:
@@ -374,7 +385,8 @@ def format_plan(plan: dict) -> str:
         L.append(f"  {t:<14} {_gb(e['checkpoint'])} each, {e['written']} written ({_gb(e['bytes_written'])}), "
                  f"{_gb(e['bytes_kept'])} kept")
     L.append(f"  sweep: {_gb(c['sweep_bytes_written'])} written, {_gb(c['sweep_bytes_kept'])} kept; "
-             f"{_gb(c['free_bytes'])} free at {c['free_at']}")
+             f"{_gb(c['free_bytes'])} free at {c['free_at']}; resume state on local disk up to "
+             f"{_gb(c['local_bytes_peak'])} ({_gb(c['local_free_bytes'])} free at {c['local_free_at']})")
     tm = plan["time"]
     rate = (f"measured {tm['measured_flops_per_s'] / 1e12:.3g} TFLOP/s (--calibrate)" if tm["measured_flops_per_s"]
             else f"MFU {tm['mfu']:g} of {tm['peak_flops_per_s'] / 1e12:.3g} TFLOP/s peak (--mfu)")
