@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from wbvb.storage import StorageError
 from wbvb.config import ConfigError, ExperimentConfig, load_config
 from wbvb.store.schema import TeacherDataError
+from wbvb.tasks.files import TaskDataError
 from wbvb.models.cost import DEFAULT_MFU
 from wbvb.sweep.plan import format_plan, sweep_plan, write_plan
 from wbvb.sweep.run import run_sweep
@@ -66,7 +68,7 @@ def main(argv=None) -> int:
         if args.plan:
             return show_plan(cfg, args.mfu, args.calibrate)
         result = run_sweep(cfg, resume=args.resume, force=args.force, mfu=args.mfu)
-    except (ConfigError, TeacherDataError) as exc:
+    except (ConfigError, TeacherDataError, TaskDataError, StorageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -19,6 +19,7 @@ from wbvb.models import cost
 from wbvb.storage import StorageError, location
 from wbvb.store.inspect import inspect_row, store_stats
 from wbvb.store.schema import TeacherDataError
+from wbvb.tasks.files import TaskDataError
 from wbvb.store.verify import verify
 from wbvb.teacher.cluster import connect, prepare_on_cluster
 from wbvb.teacher.plan import format_stage, teacher_plan
@@ -75,7 +76,7 @@ def main(argv=None) -> int:
             print(inspect_row(location(args.dir), args.row))
         else:
             print(json.dumps(store_stats(location(args.dir)), indent=1))
-    except (ConfigError, TeacherDataError, StorageError) as exc:
+    except (ConfigError, TeacherDataError, TaskDataError, StorageError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
