@@ -199,8 +199,13 @@ def test_a_plan_that_cannot_fit_names_the_term_and_refuses_to_run(tmp_path, monk
     with pytest.raises(PlanError, match="optimizer"):
         run.run_sweep(cfg)
     assert json.loads((cfg.run_dir / "plan.json").read_text())["problems"]  # written before refusing
-    with pytest.raises(Reached):  # --force: warned, then the chain goes on
-        run.run_sweep(cfg, force=True)
+    import ray
+
+    try:
+        with pytest.raises(Reached):  # --force: warned, then the chain goes on (Ray is started for the stage)
+            run.run_sweep(cfg, force=True)
+    finally:
+        ray.shutdown()  # the tests after this one start their own Ray
     assert "--force" in capsys.readouterr().err
 
 

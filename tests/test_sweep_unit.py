@@ -94,7 +94,7 @@ def test_an_interrupted_sweep_counts_its_unfinished_trials_and_exits_non_zero(mo
 
     outcomes = iter([{"errors": [], "unfinished": 7}, {"errors": ["boom"], "unfinished": 1},
                      {"errors": [], "unfinished": 0}])
-    monkeypatch.setattr(cli, "run_sweep", lambda cfg, resume=False: next(outcomes))
+    monkeypatch.setattr(cli, "run_sweep", lambda cfg, resume=False, **kw: next(outcomes))
     assert cli.main([]) == 130  # interrupted: the shell's status for Ctrl-C
     assert cli.main([]) == 1  # a failed trial
     assert cli.main([]) == 0  # every trial finished
