@@ -6,6 +6,7 @@ Sampling is seeded by (task name, seed, split); ``n_* = 0`` takes the whole spli
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -124,8 +125,6 @@ def load_real(t, role: str) -> list[Example]:
 
 def identity(t) -> dict:
     """Config plus what was read: file sizes and content hashes (local) or hub names."""
-    import dataclasses
-
     out = {**dataclasses.asdict(t), "loader_version": LOADER_VERSION}
     fam = family_of(t)
     splits = set(split_names(t)) | ({fam.shot_split} if (t.train_shots or t.eval_shots) else set())
@@ -137,8 +136,6 @@ def train_identity(t) -> dict:
 
     The eval split still counts (its questions are held out of train), and so do the eval
     exemplars when they come from the train split (SST-2, GSM8K), as they are held out too."""
-    import dataclasses
-
     fam = family_of(t)
     train_split, _ = split_names(t)
     held_out_shots = max(t.train_shots, t.eval_shots) if fam.shot_split == train_split else t.train_shots
