@@ -99,6 +99,8 @@ def test_gguf_conversion_equals_the_gguf_loaded_logits(smollm2, models):
     ids = torch.tensor([tok("A gripping, funny and moving film.\nSentiment:")["input_ids"]])
     with torch.no_grad():
         assert torch.equal(converted(input_ids=ids).logits, reference(input_ids=ids).logits)
+    # read back as a plain model, not a GGUF-quantized one, so a fine-tuned teacher can be saved
+    assert getattr(c, "quantization_config", None) is None and not getattr(converted, "is_quantized", False)
 
 
 def test_cut_student_is_the_teachers_blocks_and_maps_to_them(smollm2, models):
@@ -116,6 +118,7 @@ def test_cut_student_is_the_teachers_blocks_and_maps_to_them(smollm2, models):
     assert torch.equal(student.model.embed_tokens.weight, teacher.model.embed_tokens.weight)
     assert torch.equal(student.model.norm.weight, teacher.model.norm.weight)
     assert student.lm_head.weight.data_ptr() == student.model.embed_tokens.weight.data_ptr()  # tied, as the teacher
+    assert getattr(student.config, "quantization_config", None) is None  # saveable: a trial's final model
     # the defaults agree: each student block aligns to its own teacher block, which the store keeps
     assert cfg.teacher_data.hidden_layers == BLOCKS and cfg.alignment.hidden_map == "from_teacher"
     check_stored_layers(cfg, len(BLOCKS), 30)
@@ -240,3 +243,30 @@ def test_hidden_loss_scale_warning_on_real_states(smollm2, models, batch):
     # cosine is scale-free (1 - cos lies in [0, 2]): with a weight of the task's order, nothing warns
     assert 0 < cos["align_hidden_loss"] <= 2
     assert cos_warnings == []
+
+
+@needs_sst2
+def test_the_smollm2_sst2_recipe_runs_its_teacher_stage_on_a_few_rows(smollm2, tmp_path):
+    """The study recipe as shipped (sweeps/smollm2-sst2.yaml), its first stages on 8 rows: the GGUF
+    teacher fine-tuned and saved, the cut student, shards with the cut's blocks, teacher eval, answers."""
+    from wbvb.config import load_config
+    from wbvb.models.load import load_model
+    from wbvb.teacher.prepare import prepare
+
+    cfg0, _ = smollm2
+    recipe = Path(__file__).resolve().parents[1] / "sweeps" / "smollm2-sst2.yaml"
+    cfg = load_config(recipe, [f"models.cache_dir={cfg0.cache_dir}", f"teacher_data.path={tmp_path / 'store'}",
+                               "tasks.0.n_train=8", "tasks.0.n_eval=8", "models.teacher_finetune_epochs=1"])
+    cut = [0, 6, 12, 18, 24, 29]
+    assert cfg.teacher_data.hidden_layers == cut and cfg.teacher_data.attention_layers == cut
+    assert set(cfg.sweep.distill_types) == {"sft", "seq_kd", "black_box", "hidden_state", "attention", "combined"}
+    assert cfg.sweep.seeds == [0, 1, 2, 3, 4, 5]
+    prep = prepare(cfg)
+    teacher = load_model(prep.teacher_path)  # the fine-tuned teacher, saved from a GGUF-converted model
+    assert teacher.config.num_hidden_layers == 30 and load_model(prep.student_path).config.num_hidden_layers == 6
+    m = prep.manifest
+    assert m["num_rows"] == 8 and m["inputs"]["hidden_layers"] == cut and m["inputs"]["attention_layers"] == cut
+    assert 0.0 <= prep.scores["teacher_accuracy"]["sst2"] <= 1.0
+    assert (Path(prep.data_dir) / "seq_kd_answers.parquet").is_file()
+    assert set(prep.stage_seconds) == {"models", "teacher_finetune", "teacher_data", "verify", "teacher_eval",
+                                       "teacher_answers"}

