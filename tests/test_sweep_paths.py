@@ -46,6 +46,14 @@ def test_uris_and_presets_are_kept_and_a_cluster_refuses_a_relative_store(tmp_pa
 
 
 @pytest.mark.e2e
+def test_a_cut_student_is_kept_and_a_relative_gguf_path_is_made_absolute(tmp_path):
+    cfg = config_from_dict({"models": {"teacher": "gguf:models/t.gguf", "student": {"from_teacher": {"every": 5}}}})
+    got = resolve_paths(cfg, base=tmp_path)
+    assert got.models.teacher == f"gguf:{tmp_path / 'models' / 't.gguf'}"
+    assert got.models.student.from_teacher.every == 5
+    assert resolve_paths(got, base=tmp_path / "elsewhere").models.teacher == got.models.teacher
+
+
 def test_default_output_folder_holds_the_tensorboard_logs(tmp_path):
     """The README's quickstart layout, from a fresh working directory with no WBVB_* variables."""
     from conftest import TINY

@@ -636,7 +636,11 @@ def resolve_paths(cfg: ExperimentConfig, base: Path | None = None, cluster: bool
             t.path = _absolute(t.path, base)
     for role in ("teacher", "student"):
         name = getattr(out.models, role)
-        if not name.startswith("preset:") and (base / Path(name).expanduser()).is_dir():
+        if not isinstance(name, str):  # a student cut from the teacher: nothing on disk to resolve
+            continue
+        if name.startswith("gguf:"):
+            setattr(out.models, role, "gguf:" + _absolute(name[len("gguf:"):], base))
+        elif not name.startswith("preset:") and (base / Path(name).expanduser()).is_dir():
             setattr(out.models, role, _absolute(name, base))
     return out
 

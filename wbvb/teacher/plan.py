@@ -3,17 +3,20 @@ token lengths, whether a matching store exists, and the stage's FLOPs. Reads con
 tokenizers only, never weights (``python -m wbvb.teacher generate --plan``; the sweep's plan adds to it)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from wbvb import storage
-from wbvb.config import ConfigError
+from wbvb.config import ConfigError, is_cut
 from wbvb.distill_types import DISTILL
 from wbvb.feed.batches import encode_example
 from wbvb.models import cost
+from wbvb.models.convert import REAL_PRESETS, converted_dir, gguf_file, is_gguf, preset_gguf
+from wbvb.models.cut import cut_blocks
 from wbvb.models.load import load_tokenizer
-from wbvb.models.presets import is_preset, preset_config, preset_root, preset_sizes, preset_tokenizer
+from wbvb.models.presets import preset_config, preset_root, preset_sizes, preset_tokenizer
 from wbvb.store.codec import first_attention_row, strided, tri_count
 from wbvb.store.compress import bits_for, cbrt_size, packed_size
 from wbvb.store.schema import MANIFEST, read_manifest
@@ -55,10 +58,23 @@ def _preset_shapes(cfg, tokenizer) -> dict[str, cost.ModelShape]:
             for role, sizes in preset_sizes(p).items()}
 
 
+def _model_file(name: str, role: str, cache_dir: Path) -> str:
+    """What a model name points at: a real preset's or gguf: spec's converted folder once it exists
+    (what the store's fingerprint covers), else its GGUF file; otherwise the name (a folder or hub id)."""
+    real = name.startswith("preset:") and name.removeprefix("preset:") in REAL_PRESETS
+    if not (real or is_gguf(name)):
+        return name
+    gguf = preset_gguf(name.removeprefix("preset:"), role) if real else gguf_file(name, role)
+    folder, _ = converted_dir(gguf, cache_dir, name.removeprefix("preset:") if real else "")
+    return str(folder) if (folder / "done.json").is_file() else str(gguf)
+
+
 def read_models(cfg) -> Models:
-    """Shapes and tokenizer of the configured models; presets not yet built get their tokenizer trained."""
+    """Shapes and tokenizer of the configured models; presets not yet built get their tokenizer trained.
+    A GGUF is read for its config only; a student cut from the teacher has the teacher's shape with
+    the cut's depth."""
     notes, shapes, tok, paths = [], {}, None, {}
-    presets = [r for r in ("teacher", "student") if is_preset(getattr(cfg.models, r))]
+    presets = [r for r in ("teacher", "student") if getattr(cfg.models, r) == "preset:tiny"]
     if presets:
         root = preset_root(cfg.models.preset, cfg.cache_dir, cfg.tasks)
         if (root / "done.json").is_file():
@@ -73,18 +89,39 @@ def read_models(cfg) -> Models:
         if r in shapes:
             continue
         name = getattr(cfg.models, r)
-        shapes[r], paths[r] = cost.read_shape(name), name
+        if is_cut(name):
+            t = shapes["teacher"]
+            shapes[r] = dataclasses.replace(t, layers=len(cut_blocks(name, t.layers)),
+                                            source=f"cut from the teacher ({t.source})")
+            paths[r] = paths["teacher"]
+            continue
+        paths[r] = _model_file(name, r, cfg.cache_dir)
+        shapes[r] = cost.read_shape(paths[r])
         if shapes[r].source.startswith("shipped"):
             notes.append(f"models.{r} '{name}': config unreadable offline; using the {shapes[r].source}")
     if tok is None:
         try:
-            tok = load_tokenizer(paths["teacher"]) if Path(paths["teacher"]).is_dir() else _cached_tokenizer(paths["teacher"])
+            tok = _tokenizer_of(paths["teacher"])
         except ConfigError:
             tok = None
         if tok is None:
             notes.append(f"the teacher's tokenizer is unreadable offline: token counts estimated at "
                          f"{cost.CHARS_PER_TOKEN:g} characters per token")
     return Models(shapes["teacher"], shapes["student"], tok, paths["teacher"], notes)
+
+
+def _tokenizer_of(path: str):
+    p = Path(path)
+    if p.is_dir():
+        return load_tokenizer(path)
+    if p.is_file() and p.suffix == ".gguf":
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        return tok
+    return _cached_tokenizer(path)
 
 
 def _cached_tokenizer(name: str):
