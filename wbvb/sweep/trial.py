@@ -6,6 +6,7 @@ import os
 import resource
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import ray
@@ -23,7 +24,7 @@ from wbvb.store.answers import seq_kd_examples
 from wbvb.store.schema import TeacherDims, read_manifest
 from wbvb.tasks import load_all
 from wbvb.train.setup import cap_gpu_memory, micro_batch_size
-from wbvb.train.trainer import Trainer
+from wbvb.train.trainer import LossScaleWarning, Trainer
 
 
 def trial_name(distill_type: str, seed: int) -> str:
@@ -119,6 +120,9 @@ def _quiet_libraries() -> None:
     except ImportError:
         pass
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+    # Ray's workers run with PYTHONWARNINGS=ignore (RUNTIME_ENV, for the libraries' noise); a trial whose
+    # loss terms are out of scale must still say so in the sweep's log
+    warnings.simplefilter("always", LossScaleWarning)
 
 
 def trial_resources(cfg, distill_type: str) -> dict[str, float]:

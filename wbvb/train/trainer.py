@@ -489,7 +489,6 @@ class Trainer:
             tally.sums[k] = tally.sums.get(k, 0.0) + v
         if not self.writer or not n:
             return sums, n
-            return
         self.writer.add_scalar("train/loss", sums["train_loss"] / n, self.global_step)
         for k, v in sums.items():
             if k != "train_loss":  # kd -> train/kd_loss, kd_weighted -> train/kd_loss_weighted
