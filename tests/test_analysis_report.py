@@ -200,3 +200,15 @@ def test_wilcoxon_that_cannot_reach_significance_says_so_in_report_and_console(t
     analysis.analyze(known_effect_run(tmp_path / "r10", seeds=range(10)), plot=False)
     console = capsys.readouterr().out
     assert "cannot reach" not in console and "cannot reach" not in (tmp_path / "r10" / "report.md").read_text()
+
+
+def test_report_gives_the_wall_time_of_each_stage(tmp_path):
+    run = known_effect_run(tmp_path / "timed", seeds=range(2))
+    analysis.write_timings(run, {"teacher_finetune": 600.0, "teacher_data": 90.5, "teacher_stage_total": 720.0,
+                                 "trials": 3000.0, "analysis": 12.0})
+    analysis.analyze(run, quiet=True, plot=False)
+    report = (run / "report.md").read_text()
+    assert "| teacher fine-tune | 600.0 | 10.0 |" in report
+    assert "| trials (Ray Tune) | 3,000.0 | 50.0 |" in report
+    # the total is the stage total + trials + analysis, not the stage's parts counted twice
+    assert "| **sweep, total** | 3,732.0 | 62.2 |" in report

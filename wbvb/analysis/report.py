@@ -32,6 +32,24 @@ def _setup(run: Run) -> list[str]:
     return lines
 
 
+STAGE_NAMES = {"models": "models (presets, conversion, cut student)", "teacher_finetune": "teacher fine-tune",
+               "teacher_data": "teacher data (shards)", "verify": "verify shards", "teacher_eval": "teacher eval",
+               "teacher_answers": "teacher answers (seq_kd)", "teacher_stage_total": "teacher stage, total",
+               "trials": "trials (Ray Tune)", "analysis": "analysis"}
+
+
+def _timings(run: Run) -> list[str]:
+    """Wall time per stage; a stage reused from an earlier run shows its (small) lookup time."""
+    t = run.timings
+    if not t:
+        return []
+    rows = [f"| {STAGE_NAMES.get(k, k)} | {v:,.1f} | {v / 60:.1f} |" for k, v in t.items()]
+    total = sum(v for k, v in t.items() if k in ("teacher_stage_total", "trials", "analysis"))
+    return ["", f"Wall time per stage (`{run.run_id}`; a stage an earlier run had built is reused and shows "
+            "its lookup time only):", "", "| stage | seconds | minutes |", "|---|---:|---:|", *rows,
+            f"| **sweep, total** | {total:,.1f} | {total / 60:.1f} |"]
+
+
 def _caveats(runs: list[Run], df: pd.DataFrame, selected: pd.DataFrame, comp: pd.DataFrame, epoch: str,
              missing: dict) -> list[str]:
     n = selected.groupby(["run_id", "distill_type"]).size()
@@ -110,6 +128,8 @@ def write_report(path: Path, runs: list[Run], df: pd.DataFrame, selected: pd.Dat
     parts = ["# Distillation study report", "", "## Setup", ""]
     for run in runs:
         parts += _setup(run)
+    for run in runs:
+        parts += _timings(run)
     parts += ["", f"## Accuracy per distill type and task ({epoch_phrase(epoch)})", "",
               "Accuracy is the fraction of validation examples answered correctly. `(ref)` marks the reference "
               "rows: the `sft` control (no teacher signal) and the teacher itself.", "",

@@ -39,6 +39,7 @@ class Run:
     config: dict = field(default_factory=dict)
     teacher: dict = field(default_factory=dict)
     failed: list = field(default_factory=list)  # [{"trial": name, "error": text}] from failed_trials.json
+    timings: dict = field(default_factory=dict)  # wall seconds per stage (timings.json, written by the sweep)
 
     @property
     def expected_trials(self) -> int | None:
@@ -73,6 +74,14 @@ def run_id_for(config: dict, fallback: str) -> str:
         return fallback
     digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:8]
     return f"{(config.get('sweep') or {}).get('name', fallback)}-{digest}"
+
+
+TIMINGS_FILE = "timings.json"
+
+
+def write_timings(run_dir: Path, seconds: dict) -> None:
+    """``timings.json``: the sweep's wall seconds per stage (the teacher stage's steps, trials, analysis)."""
+    write_text_atomic(json.dumps(seconds, indent=2) + "\n", Path(run_dir) / TIMINGS_FILE)
 
 
 def write_run_meta(run_dir: Path, config: dict) -> dict:
@@ -137,7 +146,8 @@ def load_run(path: Path) -> Run:
     rows = merge_rows(old, fresh)
     if rows.empty:
         raise FileNotFoundError(f"{path}: no trial results (result.json) found yet")
-    return Run(run_id, folder, started, rows, config, teacher, _read_json(folder / FAILED_FILE).get("failed", []))
+    return Run(run_id, folder, started, rows, config, teacher, _read_json(folder / FAILED_FILE).get("failed", []),
+               _read_json(folder / TIMINGS_FILE))
 
 
 def load_results(path: Path) -> pd.DataFrame:

@@ -67,10 +67,13 @@ def run_sweep(cfg, resume: bool = False, force: bool = False, mfu: float = DEFAU
     analysis.write_run_meta(run_dir, cfg.to_dict())  # run.json: the run id that keys its summary rows
     init_ray(cfg)  # the teacher stage is a Ray task: on a cluster, on a node with teacher_data's resources;
     # locally, a process that exits when the stage ends, handing its (GPU) memory back before the trials
+    t_stage = time.perf_counter()
     prep, _ = prepare_on_cluster(cfg) if cfg.sweep.address else prepare_locally(cfg)
+    stage_seconds = {**prep.stage_seconds, "teacher_stage_total": round(time.perf_counter() - t_stage, 1)}
     write_json_atomic(run_dir / "teacher.json", {
         "teacher_path": prep.teacher_path, "data_dir": str(prep.data_dir),
-        "fingerprint": prep.manifest["fingerprint"], "teacher_accuracy": prep.scores["teacher_accuracy"]})
+        "fingerprint": prep.manifest["fingerprint"], "teacher_accuracy": prep.scores["teacher_accuracy"],
+        "stage_seconds": stage_seconds})
     store.push_driver_files()  # the config is on the run URI before any trial result is
 
     max_concurrent = concurrency(cfg, ray.cluster_resources().get("CPU", 0))
@@ -119,7 +122,11 @@ def run_sweep(cfg, resume: bool = False, force: bool = False, mfu: float = DEFAU
     failed, unfinished = trial_outcomes(results, n_trials, cfg.training.epochs)
     write_json_atomic(run_dir / "failed_trials.json", {"failed": failed})
     store.pull_results()
+    analysis.write_timings(run_dir, {**stage_seconds, "trials": round(tune_wall_s, 1)})
+    t_analysis = time.perf_counter()
     result = analysis.analyze(run_dir, expected_trials=n_trials)
+    analysis.write_timings(run_dir, {**stage_seconds, "trials": round(tune_wall_s, 1),
+                                     "analysis": round(time.perf_counter() - t_analysis, 1)})
     store.push_driver_files()
     for f in failed:
         print(f"\ntrial {f['trial']} failed (after {cfg.sweep.max_failures} retries): {f['error'][:2000]}",

@@ -36,7 +36,8 @@ def _prepare(cfg_dict: dict, force: bool, cwd: str | None) -> dict:
         os.chdir(cwd)
     prep = prepare(config_from_dict(cfg_dict), force=force, in_ray_task=True)
     return {"teacher_path": prep.teacher_path, "student_path": prep.student_path, "data_dir": str(prep.data_dir),
-            "manifest": prep.manifest, "scores": prep.scores, "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+            "manifest": prep.manifest, "scores": prep.scores, "stage_seconds": prep.stage_seconds,
+            "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
 
 
 # max_calls=1: the worker process exits after the stage, so the teacher's memory (a GPU's included)
@@ -54,7 +55,7 @@ def _run_stage(cfg, res: dict, force: bool, cwd: str | None) -> tuple[PreparedTe
     out = ray.get(task.remote(cfg.to_dict(), force, cwd))
     where = {"node_id": out.pop("node_id"), "pid": out.pop("pid")}
     prep = PreparedTeacher(out["teacher_path"], out["student_path"], Path(out["data_dir"]), out["manifest"],
-                           out["scores"])
+                           out["scores"], out.get("stage_seconds", {}))
     print(f"teacher data: {prep.data_dir} ready ({prep.manifest['num_rows']} rows, fingerprint "
           f"{prep.manifest['fingerprint']}), made or found on node {where['node_id'][:12]}", flush=True)
     return prep, where
