@@ -20,11 +20,19 @@ from wbvb.teacher.progress import CountingSource, Progress
 from wbvb.train.trainer import Trainer
 
 
+# The training settings the fine-tune's weights depend on. The students' own epochs, lr, evaluation and
+# checkpoint settings are left out, so changing them does not fine-tune the teacher again.
+FINETUNE_TRAINING_KEYS = ("batch_size", "effective_batch_size", "precision", "max_length", "weight_decay",
+                          "warmup_ratio", "grad_clip", "device")
+
+
 def finetuned_dir(cfg, teacher_path: str) -> Path:
     """Where the fine-tuned teacher of these inputs lives (built or not)."""
+    training = dataclasses.asdict(cfg.training)
     key = json.dumps({"teacher": weights_identity(teacher_path), "tasks": [task_identity(t) for t in cfg.tasks],
                       "epochs": cfg.models.teacher_finetune_epochs, "lr": cfg.models.teacher_finetune_lr,
-                      "training": dataclasses.asdict(cfg.training)}, sort_keys=True)
+                      "add_bos": cfg.models.add_bos,
+                      "training": {k: training[k] for k in FINETUNE_TRAINING_KEYS}}, sort_keys=True)
     return cfg.cache_dir / "teachers" / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
