@@ -212,3 +212,31 @@ def test_report_gives_the_wall_time_of_each_stage(tmp_path):
     assert "| trials (Ray Tune) | 3,000.0 | 50.0 |" in report
     # the total is the stage total + trials + analysis, not the stage's parts counted twice
     assert "| **sweep, total** | 3,732.0 | 62.2 |" in report
+
+
+def test_compare_tests_each_type_across_runs_paired_by_seed_against_scipy(tmp_path, capsys):
+    from scipy import stats as sps
+
+    a = known_effect_run(tmp_path / "a", seeds=range(6))
+    b = known_effect_run(tmp_path / "b", seeds=range(6), rng_seed=2, effect=("attention", "sentiment", 0.03))
+    cfg = json.loads((b / "config.json").read_text())
+    cfg["loss"] = {**cfg.get("loss", {}), "hidden_loss": "cka"}  # the setting the two runs differ in
+    (b / "config.json").write_text(json.dumps(cfg))
+    out = analysis.analyze(a, compare=[b], quiet=False, plot=False)
+    across = pd.read_csv(tmp_path / "compare" / "run_comparisons.csv")
+    assert len(across) == 5 * 3 and set(across["baseline_run"]) == {out["run_ids"][0]}
+    df = pd.read_csv(tmp_path / "compare" / "results_summary.csv")
+    final = df[df["epoch"] == df["epoch"].max()]
+    raw = []
+    for _, r in across.iterrows():
+        col = f"validation_accuracy_{r['task']}"
+        pick = lambda run: final[(final.run_id == run) & (final.distill_type == r["distill_type"])].set_index("seed")[col]
+        x, y = pick(r["run_id"]).sort_index(), pick(r["baseline_run"]).sort_index()
+        assert r["mean_diff"] == pytest.approx((x - y).mean(), abs=1e-9)  # accuracies read as fractions k/N
+        assert r["p_ttest"] == pytest.approx(sps.ttest_rel(x, y).pvalue, rel=1e-6)
+        assert r["p_wilcoxon"] == pytest.approx(sps.wilcoxon(x, y, method="exact").pvalue, rel=1e-6)
+        raw.append(r["p_ttest"])
+    # Holm over the 15 comparisons: the smallest raw p times 15
+    assert across["p_ttest_holm"].min() == pytest.approx(min(1.0, 15 * min(raw)), rel=1e-9)
+    assert "Across runs" in (tmp_path / "compare" / "report.md").read_text()
+    assert "Across runs" in capsys.readouterr().out

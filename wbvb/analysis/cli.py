@@ -76,11 +76,14 @@ def analyze(run_dir, expected_trials: int | None = None, quiet: bool = False, ep
     same = len({tuple(sorted(t.items())) for t in teacher_by_run.values()}) == 1
     teacher_acc = next(iter(teacher_by_run.values())) if same else {}
     comp = stats.compare(selected)
+    across = stats.compare_runs(selected, [r.run_id for r in runs])
     write_csv_atomic(agg, out / "aggregate.csv")
     write_csv_atomic(comp, out / "comparisons.csv")
+    if not across.empty:
+        write_csv_atomic(across, out / "run_comparisons.csv")
     figures = _plot(runs, df, selected, comp, teacher_acc, epoch, out) if plot else []
     missing = {r.run_id: _missing(r, expected_trials if len(runs) == 1 else None) for r in runs}
-    report = write_report(out / "report.md", runs, df, selected, agg, comp, figures, epoch, missing)
+    report = write_report(out / "report.md", runs, df, selected, agg, comp, figures, epoch, missing, across)
     table = tables.wide_table(agg, fmt)
     if not quiet:
         which = ("Final validation accuracy" if epoch == "final"
@@ -89,6 +92,10 @@ def analyze(run_dir, expected_trials: int | None = None, quiet: bool = False, ep
         print(table)
         print("\nPaired comparisons (Δ accuracy vs baseline by seed; Holm-corrected over each run's family):")
         print(tables.comparison_table(comp, fmt))
+        if not across.empty:
+            print(f"\nAcross runs (each distill type vs the same type in {runs[0].run_id}, paired by seed; "
+                  "Holm-corrected over these comparisons):")
+            print(tables.run_comparison_table(across, fmt))
         for rid, (n_missing, n_expected) in missing.items():
             if n_missing:
                 print(f"\nnote: {rid}: {n_missing} of {n_expected} trials missing (no results yet)")
@@ -97,7 +104,7 @@ def analyze(run_dir, expected_trials: int | None = None, quiet: bool = False, ep
                 print(f"\nnote: {run.run_id}: trial {f['trial']} failed, its epochs are kept in {SUMMARY_FILE} but "
                       f"left out of the tables: {first_line(f['error'])}")
         print(f"\nwrote {out / 'report.md'}, aggregate.csv, comparisons.csv and {len(figures)} PNGs in {out}")
-    return {"summary": df, "aggregate": agg, "comparisons": comp, "table": table,
+    return {"summary": df, "aggregate": agg, "comparisons": comp, "run_comparisons": across, "table": table,
             "n_trials": int(df.groupby("run_id")["trial_name"].nunique().sum()),
             "missing_trials": sum(m for m, _ in missing.values()), "run_ids": [r.run_id for r in runs],
             "report": report, "figures": figures, "out_dir": out}

@@ -124,7 +124,8 @@ def _span(lo: int, hi: int) -> str:
 
 
 def write_report(path: Path, runs: list[Run], df: pd.DataFrame, selected: pd.DataFrame, agg: pd.DataFrame,
-                 comp: pd.DataFrame, figures: list[Path], epoch: str, missing: dict) -> Path:
+                 comp: pd.DataFrame, figures: list[Path], epoch: str, missing: dict,
+                 across: pd.DataFrame | None = None) -> Path:
     parts = ["# Distillation study report", "", "## Setup", ""]
     for run in runs:
         parts += _setup(run)
@@ -136,7 +137,13 @@ def write_report(path: Path, runs: list[Run], df: pd.DataFrame, selected: pd.Dat
               tables.aggregate_table(agg, "markdown"), "",
               "## Paired comparisons", "",
               "Δ acc = distill type − baseline, paired by seed (positive: the distill type is better).", "",
-              tables.comparison_table(comp, "markdown"), "", "## Figures", ""]
+              tables.comparison_table(comp, "markdown"), ""]
+    if across is not None and not across.empty:
+        parts += ["## Across runs", "",
+                  f"Each distill type against the same type in the first run (`{runs[0].run_id}`), paired by "
+                  "seed (positive: this run is better); Holm-corrected over these comparisons.", "",
+                  tables.run_comparison_table(across, "markdown"), ""]
+    parts += ["## Figures", ""]
     parts += [f"![{f.stem}]({f.name})" for f in figures] or ["(no figures)"]
     parts += ["", "## Caveats", ""] + _caveats(runs, df, selected, comp, epoch, missing) + [""]
     write_text_atomic("\n".join(parts), path)

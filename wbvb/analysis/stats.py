@@ -232,6 +232,41 @@ def compare(selected: pd.DataFrame) -> pd.DataFrame:
     return comp.loc[keys.sort_values(["_run", "_task", "_base", "_type"]).index].reset_index(drop=True)
 
 
+def compare_runs(selected: pd.DataFrame, order: Sequence[str] | None = None) -> pd.DataFrame:
+    """The same distill type across runs (e.g. one recipe with two hidden-loss choices): each later run
+    vs the first, per type and task, paired by seed, Holm-corrected over all of these comparisons.
+
+    Pairing by seed assumes the runs share the data order and init of a seed, which they do when only
+    the varied setting differs. ``order``: the run ids as given (the first is the reference). Empty for
+    a single run."""
+    present = set(selected["run_id"])
+    runs = [r for r in (order or selected["run_id"].unique()) if r in present]
+    if len(runs) < 2:
+        return pd.DataFrame()
+    ref = selected[selected.run_id == runs[0]]
+    family = []
+    for other in runs[1:]:
+        run = selected[selected.run_id == other]
+        for dt in sorted(set(ref["distill_type"]) & set(run["distill_type"]), key=distill_rank):
+            for task, col in metric_columns(selected):
+                if task == "all" or col not in ref or col not in run:
+                    continue
+                a = run[run.distill_type == dt].set_index("seed")[col].dropna()
+                b = ref[ref.distill_type == dt].set_index("seed")[col].dropna()
+                seeds = sorted(set(a.index) & set(b.index))
+                if not seeds:
+                    continue
+                family.append({"run_id": other, "baseline_run": runs[0], "task": task, "distill_type": dt,
+                               "mean": float(a.loc[seeds].mean()), "baseline_mean": float(b.loc[seeds].mean()),
+                               **paired_test(exact_differences(a.loc[seeds], b.loc[seeds]))})
+    for key in ("p_ttest", "p_wilcoxon"):
+        for r, p in zip(family, holm([r[key] for r in family])):
+            r[key + "_holm"] = p
+    for r in family:
+        r["significant"] = bool(r["status"] == "ok" and r["p_ttest_holm"] < ALPHA)
+    return pd.DataFrame(family)
+
+
 def unreachable(floor: float) -> bool:
     """True where a test's smallest attainable p is not below ALPHA: "ns" would say nothing."""
     return not math.isnan(floor) and floor >= ALPHA

@@ -133,3 +133,20 @@ def comparison_table(comp: pd.DataFrame, fmt: str = "markdown") -> str:
                                           "p (t, Holm)", "p (Wilcoxon)", "p (W, Holm)", "d_z", "sig."]
     notes = [_latex(n) for n in wilcoxon_notes(comp)] if fmt == "latex" else wilcoxon_notes(comp)
     return render(header, body, fmt) + ("\n\n" + ("\n\n" if fmt == "markdown" else "\n").join(notes) if notes else "")
+
+
+def run_comparison_table(comp: pd.DataFrame, fmt: str = "markdown") -> str:
+    """One row per (run, distill type, task): Δ accuracy against the first run, paired by seed."""
+    if comp.empty:
+        return "(a single run: nothing to compare across runs)"
+    body = []
+    for _, r in comp.iterrows():
+        ok = r["status"] == "ok"
+        body.append([r["task"], r["distill_type"], f"{r['run_id']} vs {r['baseline_run']}", str(int(r["n"])),
+                     _num(r["baseline_mean"]), _num(r["mean"]), _num(r["mean_diff"], sign=True),
+                     f"[{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]" if ok else "-", _p(r["p_ttest"]),
+                     _p(r["p_ttest_holm"]), _p(r["p_wilcoxon"]),
+                     significance_mark(r["p_ttest_holm"]) if ok else r["status"]])
+    header = ["task", "distill type", "runs", "n pairs", "first run", "this run", "Δ acc", "95% CI", "p (t)",
+              "p (t, Holm)", "p (Wilcoxon)", "sig."]
+    return render(header, body, fmt)
