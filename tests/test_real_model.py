@@ -270,3 +270,17 @@ def test_the_smollm2_sst2_recipe_runs_its_teacher_stage_on_a_few_rows(smollm2, t
     assert (Path(prep.data_dir) / "seq_kd_answers.parquet").is_file()
     assert set(prep.stage_seconds) == {"models", "teacher_finetune", "teacher_data", "verify", "teacher_eval",
                                        "teacher_answers"}
+
+
+def test_plan_reads_the_gguf_config_and_gives_a_cut_student_the_cut_depth(smollm2, tmp_path):
+    from wbvb.teacher.plan import read_models
+
+    cfg, paths = smollm2
+    for cache in (tmp_path, cfg.cache_dir):  # nothing converted yet: the GGUF's config; then the converted folder
+        models = read_models(config_from_dict(real_dict(cache)))
+        t, s = models.teacher, models.student
+        assert (t.layers, t.hidden, t.heads, t.kv_heads, t.vocab, t.tied) == (30, 576, 9, 3, 49152, True)
+        assert (s.layers, s.hidden, s.kv_heads, s.vocab) == (len(BLOCKS), 576, 3, 49152)
+        assert models.tokenizer is not None and len(models.tokenizer) == 49152
+    assert models.teacher_path == paths["teacher"]  # what the store's fingerprint is computed from
+    assert not any(Path(tmp_path).iterdir())  # the plan converted nothing
