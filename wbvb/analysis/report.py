@@ -18,7 +18,7 @@ def _setup(run: Run) -> list[str]:
     tasks = ", ".join(f"{x['name']} ({x.get('source', '?')}: {x.get('n_train', '?')} train / "
                       f"{x.get('n_eval', '?')} eval)" for x in c.get("tasks", []))
     lines = [f"- run `{run.run_id}` (started {run.started_at or 'unknown'}), folder `{run.folder}`",
-             f"- teacher `{m.get('teacher')}` -> student `{m.get('student')}`"
+             f"- teacher `{m.get('teacher')}` -> student {_student(m.get('student'))}"
              + (f"; teacher data fingerprint `{t['fingerprint']}`" if t.get("fingerprint") else ""),
              f"- tasks: {tasks}",
              f"- teacher signal: top-k = {td.get('top_k')}, hidden stride {td.get('hidden_stride')}, "
@@ -48,6 +48,15 @@ def _timings(run: Run) -> list[str]:
     return ["", f"Wall time per stage (`{run.run_id}`; a stage an earlier run had built is reused and shows "
             "its lookup time only):", "", "| stage | seconds | minutes |", "|---|---:|---:|", *rows,
             f"| **sweep, total** | {total:,.1f} | {total / 60:.1f} |"]
+
+
+def _student(spec) -> str:
+    """A model name, or a student cut from the teacher said in words (not as a dict)."""
+    cut = spec.get("from_teacher") if isinstance(spec, dict) else None
+    if cut is None:
+        return f"`{spec}`"
+    return (f"cut from the teacher (blocks {cut['blocks']})" if cut.get("blocks")
+            else f"cut from the teacher (every {cut.get('every')}th block)")
 
 
 def _caveats(runs: list[Run], df: pd.DataFrame, selected: pd.DataFrame, comp: pd.DataFrame, epoch: str,
