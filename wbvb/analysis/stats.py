@@ -181,6 +181,27 @@ def paired_test(diffs: Sequence[float | Fraction]) -> dict:
                   "cohens_dz": dz, "status": "ok"}
 
 
+def _by_seed(arm: pd.DataFrame, baseline: pd.DataFrame, col: str) -> tuple[pd.Series, pd.Series]:
+    """The two arms' ``col`` on the seeds both have (NaNs dropped), in seed order: the pairs."""
+    a, b = arm.set_index("seed")[col].dropna(), baseline.set_index("seed")[col].dropna()
+    seeds = sorted(set(a.index) & set(b.index))
+    return a.loc[seeds], b.loc[seeds]
+
+
+def _paired(a: pd.Series, b: pd.Series) -> dict:
+    """Both arms' means over the paired seeds and the paired test of their differences."""
+    return {"mean": float(a.mean()) if len(a) else float("nan"),
+            "baseline_mean": float(b.mean()) if len(b) else float("nan"),
+            **paired_test(exact_differences(a, b))}
+
+
+def _add_holm(family: list[dict]) -> None:
+    """Holm-adjusted t and Wilcoxon p-values over one family of comparisons, in place."""
+    for key in ("p_ttest", "p_wilcoxon"):
+        for r, p in zip(family, holm([r[key] for r in family])):
+            r[key + "_holm"] = p
+
+
 def compare(selected: pd.DataFrame) -> pd.DataFrame:
     """Each distill type vs ``black_box`` and vs ``sft``, per task, paired by seed, Holm per run.
 
@@ -200,17 +221,10 @@ def compare(selected: pd.DataFrame) -> pd.DataFrame:
                 for task, col in metric_columns(run):
                     if task == "all":
                         continue  # the blend of the tasks is not a separate claim
-                    a = run[run.distill_type == dt].set_index("seed")[col].dropna()
-                    b = run[run.distill_type == baseline].set_index("seed")[col].dropna()
-                    seeds = sorted(set(a.index) & set(b.index))
-                    diffs = exact_differences(a.loc[seeds], b.loc[seeds])
+                    a, b = _by_seed(run[run.distill_type == dt], run[run.distill_type == baseline], col)
                     family.append({"run_id": run_id, "task": task, "distill_type": dt, "baseline": baseline,
-                                   "mean": float(a.loc[seeds].mean()) if seeds else float("nan"),
-                                   "baseline_mean": float(b.loc[seeds].mean()) if seeds else float("nan"),
-                                   **paired_test(diffs)})
-        for key in ("p_ttest", "p_wilcoxon"):
-            for r, p in zip(family, holm([r[key] for r in family])):
-                r[key + "_holm"] = p
+                                   **_paired(a, b)})
+        _add_holm(family)
         tested = [f for f in family if f["status"] == "ok"]
         # every Holm-adjusted p is >= m x the smallest raw p in the family, so >= m x its smallest floor
         holm_floor = min(1.0, len(tested) * min((f["p_wilcoxon_floor"] for f in tested), default=1.0))
@@ -251,17 +265,11 @@ def compare_runs(selected: pd.DataFrame, order: Sequence[str] | None = None) -> 
             for task, col in metric_columns(selected):
                 if task == "all" or col not in ref or col not in run:
                     continue
-                a = run[run.distill_type == dt].set_index("seed")[col].dropna()
-                b = ref[ref.distill_type == dt].set_index("seed")[col].dropna()
-                seeds = sorted(set(a.index) & set(b.index))
-                if not seeds:
-                    continue
-                family.append({"run_id": other, "baseline_run": runs[0], "task": task, "distill_type": dt,
-                               "mean": float(a.loc[seeds].mean()), "baseline_mean": float(b.loc[seeds].mean()),
-                               **paired_test(exact_differences(a.loc[seeds], b.loc[seeds]))})
-    for key in ("p_ttest", "p_wilcoxon"):
-        for r, p in zip(family, holm([r[key] for r in family])):
-            r[key + "_holm"] = p
+                a, b = _by_seed(run[run.distill_type == dt], ref[ref.distill_type == dt], col)
+                if len(a):
+                    family.append({"run_id": other, "baseline_run": runs[0], "task": task, "distill_type": dt,
+                                   **_paired(a, b)})
+    _add_holm(family)
     for r in family:
         r["significant"] = bool(r["status"] == "ok" and r["p_ttest_holm"] < ALPHA)
     return pd.DataFrame(family)

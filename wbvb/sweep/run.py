@@ -122,11 +122,11 @@ def run_sweep(cfg, resume: bool = False, force: bool = False, mfu: float = DEFAU
     failed, unfinished = trial_outcomes(results, n_trials, cfg.training.epochs)
     write_json_atomic(run_dir / "failed_trials.json", {"failed": failed})
     store.pull_results()
-    analysis.write_timings(run_dir, {**stage_seconds, "trials": round(tune_wall_s, 1)})
+    timings = {**stage_seconds, "trials": round(tune_wall_s, 1)}
+    analysis.write_timings(run_dir, timings)  # before the analysis, so its report shows them
     t_analysis = time.perf_counter()
     result = analysis.analyze(run_dir, expected_trials=n_trials)
-    analysis.write_timings(run_dir, {**stage_seconds, "trials": round(tune_wall_s, 1),
-                                     "analysis": round(time.perf_counter() - t_analysis, 1)})
+    analysis.write_timings(run_dir, {**timings, "analysis": round(time.perf_counter() - t_analysis, 1)})
     store.push_driver_files()
     for f in failed:
         print(f"\ntrial {f['trial']} failed (after {cfg.sweep.max_failures} retries): {f['error'][:2000]}",
