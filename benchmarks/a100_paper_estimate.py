@@ -12,7 +12,8 @@ validation loss; a 13.2 GB checkpoint with AdamW state every 200 steps and at ev
 by Tune to the run folder (Drive on Colab)). After: sweeps/a100-40gb.yaml / a100-80gb.yaml (bf16
 eval, 200 examples per task for epochs 1-2, the whole splits at the last, 200 held-out train examples per
 task every epoch for epoch selection; resume state on local disk,
-latest only; Tune keeps a pointer and the bf16 final model).
+latest only; Tune keeps a pointer and the bf16 final model of each type's first seed,
+``training.keep_final_model: first_seed``; ``all`` keeps every trial's).
 
     python benchmarks/a100_paper_estimate.py
 """
@@ -23,6 +24,7 @@ import math
 P = 1.1e9  # TinyLlama-1.1B parameters
 LAYERS, D, VOCAB = 22, 2048, 32000
 TRIALS = 4 * 7 + 2
+TYPES = 4 + 2  # one kept final model per distill type (keep_final_model: first_seed)
 EPOCHS = 3
 TRAIN = {"sst2": (5000, 64), "mmlu": (1000, 256), "gsm8k": (1000, 320)}  # examples, padded tokens each
 EVAL = {"sst2": (872, 64, 2), "mmlu": (1531, 256, 4), "gsm8k": (1319, 96, 0)}  # examples, prompt tokens, choices
@@ -84,9 +86,10 @@ def main() -> None:
     print(f"bytes_written_per_trial_before_gb: {written_before / 1e9:.0f}")
     print(f"bytes_written_per_trial_after_gb: {written_after / 1e9:.1f}")
     print(f"bytes_to_run_storage_per_trial_before_gb: {ck_before_n * CKPT_FULL / 1e9:.0f}")
-    print(f"bytes_to_run_storage_per_trial_after_gb: {FINAL_BF16 / 1e9:.1f}")
+    print(f"bytes_to_run_storage_per_trial_after_gb: {FINAL_BF16 / 1e9:.1f}")  # at most: a first seed's trial
     print(f"bytes_kept_grid_before_gb: {TRIALS * (CKPT_FULL + FINAL_BF16 * 2) / 1e9:.0f}")  # num_to_keep=1, fp32 final
-    print(f"bytes_kept_grid_after_gb: {TRIALS * FINAL_BF16 / 1e9:.0f}")
+    print(f"bytes_kept_grid_after_gb: {TYPES * FINAL_BF16 / 1e9:.1f}")  # keep_final_model: first_seed
+    print(f"bytes_kept_grid_after_all_final_models_gb: {TRIALS * FINAL_BF16 / 1e9:.0f}")  # keep_final_model: all
     print(f"bytes_kept_local_disk_peak_gb: {2 * CKPT_FULL / 1e9:.1f}")  # latest + the one being written
     # MFU of the training phase, aggregate over the packed trials (what MFU_TRAIN assumes per card)
     print(f"train_mfu_assumed: {MFU_TRAIN:.2f}")

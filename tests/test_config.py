@@ -94,6 +94,7 @@ def test_a100_recipes_load_as_the_seed_study(card, micro, whitebox, gpus):
     for dt, m in (("black_box", micro), ("hidden_state", whitebox)):  # 40 per optimizer step, every type
         assert micro_batch_size(cfg.training, dt) == m and m * accumulation_steps(cfg.training, dt) == 40
     assert cfg.sweep.gpus_per_trial == gpus and cfg.training.keep_checkpoints == "none"
+    assert cfg.training.keep_final_model == "first_seed"  # 6 final models kept, not 42 (benchmarks/README.md)
 
 
 def test_the_retired_a100_recipe_names_its_replacements():

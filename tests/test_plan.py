@@ -238,3 +238,27 @@ def test_the_gguf_config_reads_as_the_published_smollm2():
     assert shape.source.startswith("config:")
     assert (shape.layers, shape.hidden, shape.heads, shape.kv_heads, shape.vocab, shape.tied) == (30, 576, 9, 3, 49152, True)
     assert shape.params == 134_515_008
+
+
+@pytest.mark.parametrize("policy, finals", [("all", 42), ("first_seed", 6), ("none", 0)])
+def test_kept_bytes_count_the_final_models_the_policy_keeps(policy, finals):
+    """The a100-40gb grid (6 types x 7 seeds, TinyLlama student): each kept final model is the bf16
+    student, 2 bytes x 1,100,048,384 parameters (plus a white-box type's projectors); epoch
+    checkpoints keep nothing there (keep_checkpoints: none)."""
+    cfg = load_config(Path(__file__).parent.parent / "sweeps" / "a100-40gb.yaml", [f"training.keep_final_model={policy}"])
+    states = [{"trial": f"{t}-seed{s}", "distill_type": t, "seed": s, "state": "runs"}
+              for t in cfg.sweep.distill_types for s in cfg.sweep.seeds]
+    c = sweep_plan_mod.checkpoints(cfg, TINYLLAMA, LLAMA7B, 7000, states)
+    assert c["per_type"]["sft"]["final_model"] == 2 * 1_100_048_384
+    assert all(e["bytes_kept"] == 0 for e in c["per_type"].values())
+    per_type_final = sum(e["final_model"] for e in c["per_type"].values())
+    assert c["final_models"] == finals
+    assert c["sweep_bytes_kept"] == {"all": 7 * per_type_final, "first_seed": per_type_final, "none": 0}[policy]
+
+
+def test_keep_final_model_is_validated(tiny_dict):
+    from wbvb.config import ConfigError
+
+    tiny_dict["training"]["keep_final_model"] = "best"
+    with pytest.raises(ConfigError, match="keep_final_model 'best': choose all, first_seed, none"):
+        config_from_dict(tiny_dict)

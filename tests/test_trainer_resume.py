@@ -226,3 +226,25 @@ def test_trial_checkpoints_keep_one_local_state_and_resume_from_it(sft_setup, tm
         assert torch.equal(t, weights[k].to(torch.bfloat16)), k
     keep.clear()
     assert not (tmp_path / "local").exists()
+
+
+@pytest.mark.parametrize("policy, seed, kept", [("all", 3, True), ("first_seed", 0, True), ("first_seed", 3, False),
+                                                ("none", 0, False)])
+def test_the_last_epoch_keeps_the_final_model_only_for_the_trials_the_policy_names(tmp_path, policy, seed, kept):
+    """training.keep_final_model: every trial's, the first seed's of each type (seeds 3, 0, 5 listed:
+    the smallest is first), or none; the resume pointer is written either way."""
+    from types import SimpleNamespace
+
+    from wbvb.config import TrainingConfig, keeps_final_model
+    from wbvb.sweep.checkpoints import POINTER, TrialCheckpoints
+
+    saved = []
+    trainer = SimpleNamespace(global_step=7, epochs=2,
+                              save_checkpoint=lambda path, epoch: Path(path).mkdir(parents=True),
+                              save_pretrained=lambda path: saved.append(Path(path).name))
+    final = keeps_final_model(TrainingConfig(keep_final_model=policy), seed, [3, 0, 5])
+    keep = TrialCheckpoints(tmp_path / "local", "none", final_model=final)
+    keep.save(trainer, tmp_path / "epoch1", 0)
+    keep.save(trainer, tmp_path / "epoch2", 1)
+    assert saved == (["final_model"] if kept else [])
+    assert (tmp_path / "epoch2" / POINTER).is_file()

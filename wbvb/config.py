@@ -143,6 +143,7 @@ class TrainingConfig:
     checkpoint_every_steps: int = 0  # also checkpoint inside an epoch every N optimizer steps (0: epoch ends only)
     checkpoint_dir: str = ""  # local disk for the latest resume state (default: beside the run folder; /tmp on Colab)
     keep_checkpoints: str = "weights"  # what each epoch's Tune checkpoint keeps: weights (bf16) | none
+    keep_final_model: str = "all"  # whose bf16 final model the run keeps: all | first_seed (each type's) | none
     lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
@@ -296,7 +297,17 @@ class ExperimentConfig:
         return d
 
 
-LATER_KEYS = {"training": ("log_every_steps", "checkpoint_dir", "keep_checkpoints", "eval_subset")}
+FINAL_MODEL_POLICIES = ("all", "first_seed", "none")
+
+
+def keeps_final_model(training: "TrainingConfig", seed: int, seeds: list[int]) -> bool:
+    """Whether the trial of ``seed`` keeps its bf16 final model under ``training.keep_final_model``
+    (``first_seed``: the smallest of the sweep's seeds, one model per distill type)."""
+    policy = training.keep_final_model
+    return policy == "all" or (policy == "first_seed" and seed == min(seeds))
+
+
+LATER_KEYS = {"training": ("log_every_steps", "checkpoint_dir", "keep_checkpoints", "eval_subset", "keep_final_model")}
 
 
 # ---- generic dict -> dataclass with type checks ------------------------------------------
@@ -442,6 +453,9 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         raise ConfigError(f"training.eval_subset ({tr.eval_subset}) must be >= 0 (0: every epoch on the whole splits)")
     if tr.keep_checkpoints not in ("weights", "none"):
         raise ConfigError(f"training.keep_checkpoints '{tr.keep_checkpoints}': choose weights or none")
+    if tr.keep_final_model not in FINAL_MODEL_POLICIES:
+        raise ConfigError(f"training.keep_final_model '{tr.keep_final_model}': choose "
+                          + ", ".join(FINAL_MODEL_POLICIES))
     if tr.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"training.device '{tr.device}': choose auto, cpu or cuda")
     if tr.use_deepspeed:

@@ -5,7 +5,8 @@ reported checkpoint to the run's storage (Google Drive on Colab). So the full st
 to ``training.checkpoint_dir`` on local disk, the latest one only, and the checkpoint Tune copies
 holds a pointer to it (``resume.json``), plus the weights in bf16 ``save_pretrained`` form
 (``training.keep_checkpoints: weights``) or nothing more (``none``); the last epoch's holds the
-final model. A restarted trial whose local state is gone (another node, a fresh VM) starts anew,
+final model, for every trial or, to keep a grid's storage small, for each type's first seed only or
+none (``training.keep_final_model``): the metrics are reported either way. A restarted trial whose local state is gone (another node, a fresh VM) starts anew,
 which, seeded, ends where an uninterrupted run does.
 """
 from __future__ import annotations
@@ -19,8 +20,8 @@ POINTER = "resume.json"
 
 
 class TrialCheckpoints:
-    def __init__(self, local_dir: Path, keep: str):
-        self.local_dir, self.keep = Path(local_dir), keep
+    def __init__(self, local_dir: Path, keep: str, final_model: bool = True):
+        self.local_dir, self.keep, self.final_model = Path(local_dir), keep, final_model
 
     def save(self, trainer, tune_dir: Path, epoch: Optional[int] = None) -> str:
         """Write the resume state (``epoch``: its end; None: mid-epoch) to local disk and the
@@ -32,7 +33,8 @@ class TrialCheckpoints:
         tune_dir.mkdir(parents=True, exist_ok=True)
         (tune_dir / POINTER).write_text(json.dumps({"state": str(state), "global_step": trainer.global_step}))
         if epoch is not None and epoch + 1 == trainer.epochs:
-            trainer.save_pretrained(tune_dir / "final_model")
+            if self.final_model:
+                trainer.save_pretrained(tune_dir / "final_model")
         elif epoch is not None and self.keep == "weights":
             trainer.save_pretrained(tune_dir / "weights")
         return name

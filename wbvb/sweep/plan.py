@@ -17,7 +17,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from wbvb.config import ConfigError
+from wbvb.config import ConfigError, keeps_final_model
 from wbvb.distill_types import DISTILL
 from wbvb.models import cost
 from wbvb.storage import write_json_atomic
@@ -235,7 +235,8 @@ def checkpoints(cfg, student: cost.ModelShape, teacher: cost.ModelShape, rows: i
     The policy of ``sweep/checkpoints.py``: each checkpoint's full state (weights + optimizer) goes to
     ``training.checkpoint_dir`` on local disk, where only the latest is kept while the trial runs
     (deleted when it ends); the run's storage (Tune) gets bf16 weights per checkpoint
-    (``training.keep_checkpoints: weights``) or none, one kept, plus the bf16 final model."""
+    (``training.keep_checkpoints: weights``) or none, one kept, plus the bf16 final model of the trials
+    ``training.keep_final_model`` names."""
     tr = cfg.training
     local_dir = cfg.checkpoint_dir
     per_trial = {}
@@ -247,11 +248,16 @@ def checkpoints(cfg, student: cost.ModelShape, teacher: cost.ModelShape, rows: i
         steps = math.ceil(rows / micro_batch_size(tr, t)) // accumulation_steps(tr, t)
         mid = (steps - 1) // tr.checkpoint_every_steps if tr.checkpoint_every_steps else 0
         n = tr.epochs * (1 + mid)
-        per_trial[t] = {"checkpoint": one, "written": n, "bytes_written": n * (one + tune_one) + bf16,
-                        "bytes_kept": tune_one + bf16, "local_bytes_peak": 2 * one}  # latest + the one being written
+        per_trial[t] = {"checkpoint": one, "written": n, "bytes_written": n * (one + tune_one), "final_model": bf16,
+                        "bytes_kept": tune_one, "local_bytes_peak": 2 * one}  # latest + the one being written
+
+    def final(s: dict) -> int:
+        return per_trial[s["distill_type"]]["final_model"] * keeps_final_model(tr, s["seed"], cfg.sweep.seeds)
+
     todo = [s for s in trial_states if s["state"] != "finished"]
-    written = sum(per_trial[s["distill_type"]]["bytes_written"] for s in todo)
-    kept = sum(per_trial[s["distill_type"]]["bytes_kept"] for s in trial_states)
+    written = sum(per_trial[s["distill_type"]]["bytes_written"] + final(s) for s in todo)
+    kept = sum(per_trial[s["distill_type"]]["bytes_kept"] + final(s) for s in trial_states)
+    finals = sum(1 for s in trial_states if final(s))
     at_once = max(1, cfg.sweep.max_concurrent_trials or 1)
     local_peak = at_once * max((e["local_bytes_peak"] for e in per_trial.values()), default=0)
     free, at = _free_bytes(cfg.run_dir)
@@ -259,11 +265,13 @@ def checkpoints(cfg, student: cost.ModelShape, teacher: cost.ModelShape, rows: i
     problems = []
     if kept > free:
         problems.append(f"checkpoints: the sweep keeps {_gb(kept)} but {at} has {_gb(free)} free; "
-                        "free disk, point output.dir at a larger disk, or set training.keep_checkpoints=none")
+                        "free disk, point output.dir at a larger disk, or set training.keep_checkpoints=none "
+                        "or training.keep_final_model=first_seed (or none)")
     if local_peak > local_free:
         problems.append(f"checkpoints: {at_once} running trial(s) hold up to {_gb(local_peak)} of resume state in "
                         f"{local_at}, which has {_gb(local_free)} free; point training.checkpoint_dir at a larger disk")
-    return {"per_type": per_trial, "keep": tr.keep_checkpoints, "folder": str(local_dir),
+    return {"per_type": per_trial, "keep": tr.keep_checkpoints, "keep_final_model": tr.keep_final_model,
+            "final_models": finals, "folder": str(local_dir),
             "sweep_bytes_written": written, "sweep_bytes_kept": kept, "free_bytes": free, "free_at": at,
             "local_bytes_peak": local_peak, "local_free_bytes": local_free, "local_free_at": local_at,
             "problems": problems}
@@ -380,10 +388,11 @@ def format_plan(plan: dict) -> str:
         L.append(f"    {terms}{host}")
     L += format_teacher(plan["teacher"])
     c = plan["checkpoints"]
-    L.append(f"checkpoints in {c['folder']} (keeping {c['keep']} per trial + the final model):")
+    L.append(f"checkpoints in {c['folder']} (keeping {c['keep']} per trial; final models: "
+             f"{c['keep_final_model']}, {c['final_models']} of {len(g)} trials):")
     for t, e in c["per_type"].items():
         L.append(f"  {t:<14} {_gb(e['checkpoint'])} each, {e['written']} written ({_gb(e['bytes_written'])}), "
-                 f"{_gb(e['bytes_kept'])} kept")
+                 f"{_gb(e['bytes_kept'])} kept, + {_gb(e['final_model'])} final model where kept")
     L.append(f"  sweep: {_gb(c['sweep_bytes_written'])} written, {_gb(c['sweep_bytes_kept'])} kept; "
              f"{_gb(c['free_bytes'])} free at {c['free_at']}; resume state on local disk up to "
              f"{_gb(c['local_bytes_peak'])} ({_gb(c['local_free_bytes'])} free at {c['local_free_at']})")

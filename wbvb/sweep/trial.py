@@ -13,7 +13,7 @@ import ray
 import torch
 from ray import tune
 
-from wbvb.config import config_from_dict
+from wbvb.config import config_from_dict, keeps_final_model
 from wbvb.distill_types import DISTILL
 from wbvb.feed.batches import ExampleSource
 from wbvb.feed.stream import ShardStream
@@ -66,7 +66,8 @@ def run_trial(config: dict, cfg_dict: dict, data_dir: str, student_path: str) ->
 
     node_id = ray.get_runtime_context().get_node_id()
 
-    keep = TrialCheckpoints(cfg.checkpoint_dir / name, cfg.training.keep_checkpoints)
+    keep = TrialCheckpoints(cfg.checkpoint_dir / name, cfg.training.keep_checkpoints,
+                            final_model=keeps_final_model(cfg.training, seed, cfg.sweep.seeds))
 
     def report(metrics: dict, epoch=None) -> None:
         with tempfile.TemporaryDirectory(prefix="wbvb-ckpt-") as d:
