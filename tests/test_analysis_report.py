@@ -240,3 +240,14 @@ def test_compare_tests_each_type_across_runs_paired_by_seed_against_scipy(tmp_pa
     assert across["p_ttest_holm"].min() == pytest.approx(min(1.0, 15 * min(raw)), rel=1e-9)
     assert "Across runs" in (tmp_path / "compare" / "report.md").read_text()
     assert "Across runs" in capsys.readouterr().out
+
+
+def test_setup_says_all_for_a_task_scored_on_its_whole_eval_split(tmp_path):
+    """n_eval 0 is the whole split (the smollm2-sst2 recipe's final epoch), not zero rows."""
+    from wbvb.analysis.report import _setup
+    from wbvb.analysis.results import Run
+
+    run = Run("r", tmp_path, "", pd.DataFrame(), config={"tasks": [
+        {"name": "sst2", "source": "local", "n_train": 600, "n_eval": 0},
+        {"name": "mmlu", "source": "local", "n_train": 50, "n_eval": 40}]})
+    assert "sst2 (local: 600 train / all eval), mmlu (local: 50 train / 40 eval)" in "\n".join(_setup(run))

@@ -10,13 +10,18 @@ from wbvb.analysis.results import Run, write_text_atomic
 from wbvb.analysis.stats import ALPHA, MIN_SEEDS, epoch_phrase, selection_metric, unreachable
 
 
+def _eval_rows(n) -> str:
+    """A task's n_eval as the report says it: 0 means the whole eval split (config.TaskConfig)."""
+    return "all" if n == 0 else str(n)
+
+
 def _setup(run: Run) -> list[str]:
     c, t = run.config, run.teacher
     if not c:
         return [f"- run `{run.run_id}`: no config.json beside the results, so the setup is unknown"]
     m, td, tr, loss, sw = (c.get(k, {}) for k in ("models", "teacher_data", "training", "loss", "sweep"))
     tasks = ", ".join(f"{x['name']} ({x.get('source', '?')}: {x.get('n_train', '?')} train / "
-                      f"{x.get('n_eval', '?')} eval)" for x in c.get("tasks", []))
+                      f"{_eval_rows(x.get('n_eval', '?'))} eval)" for x in c.get("tasks", []))
     lines = [f"- run `{run.run_id}` (started {run.started_at or 'unknown'}), folder `{run.folder}`",
              f"- teacher `{m.get('teacher')}` -> student {_student(m.get('student'))}"
              + (f"; teacher data fingerprint `{t['fingerprint']}`" if t.get("fingerprint") else ""),
