@@ -17,7 +17,6 @@ import argparse
 import csv
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -110,6 +109,36 @@ def run_wbvb(data: dict, batch_size: int, max_new: int, tasks=("sst2", "mmlu", "
             out[task] = {"scores": scores, "hits": choice_hits(exs[task], scores)}
             seconds["choice"] += time.perf_counter() - t0
     return out, seconds
+
+
+def run_floor(data: dict, batch_size: int, loader=load_smollm2) -> float:
+    """Seconds of the least work any log-likelihood scorer of these choice rows does at this precision:
+    one forward of the model's body over each prompt (batched as wbvb batches them: longest first,
+    right-padded), no output head, no log-softmax, no continuation. Both sides' examples/s are bounded
+    by it, so the ratio lm-eval / floor bounds any speed-up over lm-eval."""
+    import torch
+
+    from wbvb.train.evaluate import _items
+
+    model, tok = loader()
+    seconds = 0.0
+    for task in ("sst2", "mmlu"):
+        exs = wbvb_examples(data)[task]
+        if not exs:
+            continue
+        prompts = sorted((p for p, _ in _items(tok, exs, 8192, "auto")), key=len, reverse=True)
+        t0 = time.perf_counter()
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start: start + batch_size]
+            n = len(chunk[0])
+            ids = torch.full((len(chunk), n), tok.pad_token_id, dtype=torch.long)
+            mask = torch.zeros((len(chunk), n), dtype=torch.long)
+            for i, p in enumerate(chunk):
+                ids[i, :len(p)], mask[i, :len(p)] = torch.tensor(p), 1
+            with torch.no_grad():
+                model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
+        seconds += time.perf_counter() - t0
+    return seconds
 
 
 def lm_eval_yaml(tmp: Path, data: dict, max_new: int) -> list[str]:
@@ -212,6 +241,7 @@ def main():
     data = rows(a.sst2, a.mmlu, a.gsm8k)
     if a.rss_only:  # the child: wbvb's SST-2 + MMLU eval alone, loaded as a trial loads it, for its peak RSS
         run_wbvb(data, a.batch_size, a.max_new, tasks=("sst2", "mmlu"), loader=load_wbvb_path)
+        print(next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM:")))
         return
     import torch
 
@@ -220,20 +250,29 @@ def main():
     print(f"wbvb_seconds: choice {tw['choice']:.1f}, generation {tw['generation']:.1f}", flush=True)
     lm, tl = run_lm_eval(data, a.batch_size, a.max_new)
     print(f"lm_eval_seconds: choice {tl['choice']:.1f}, generation {tl['generation']:.1f}", flush=True)
+    floor = run_floor(data, a.batch_size)
+    print(f"floor_seconds: choice {floor:.1f}  (the model's body over each prompt once, no head)", flush=True)
     compare(w, lm)
     nc, ng = a.sst2 + a.mmlu, len(data["gsm8k"])
     for part, n in (("choice", nc), ("generation", ng)):
         if n and tw[part] and tl[part]:
             print(f"{part}_examples_per_s: wbvb {n / tw[part]:.3f}, lm-eval {n / tl[part]:.3f}")
             print(f"{part}_speed_ratio_wbvb_vs_lm_eval: {tl[part] / tw[part]:.2f}")
+    if nc and floor and tw["choice"] and tl["choice"]:
+        print(f"choice_examples_per_s_floor: {nc / floor:.3f}")
+        print(f"choice_wbvb_share_of_floor_speed: {floor / tw['choice']:.2f}  (1.00: wbvb does nothing but the body's forward)")
+        print(f"choice_speed_ratio_floor_vs_lm_eval: {tl['choice'] / floor:.2f}  (the most any scorer at this precision "
+              f"could gain over lm-eval on these rows)")
     tot_w, tot_l = sum(tw.values()), sum(tl.values())
     print(f"speed_ratio_wbvb_vs_lm_eval: {tot_l / tot_w:.2f}  ({nc + ng} rows, both parts)")
     smollm2_folder()  # converted here, so the child's peak is the evaluation's alone
     # the child inherits the parent's imports' memory only if forked; it is spawned fresh, so its peak
     # is what a trial's evaluation process holds: interpreter, torch, the fp32 model and the eval.
-    subprocess.run([sys.executable, __file__, "--rss-only", "--sst2", str(a.sst2), "--mmlu", str(a.mmlu),
-                    "--gsm8k", "0", "--batch-size", "16"], check=True)
-    rss_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2 ** 20
+    child = subprocess.run([sys.executable, __file__, "--rss-only", "--sst2", str(a.sst2), "--mmlu", str(a.mmlu),
+                            "--gsm8k", "0", "--batch-size", "16"], check=True, capture_output=True, text=True)
+    # the child's own VmHWM: RUSAGE_CHILDREN would also count any child forked from this big process
+    # (a fork starts with its parent's RSS), which reads as this evaluation's peak
+    rss_gb = int(next(ln for ln in child.stdout.splitlines() if ln.startswith("VmHWM:")).split()[1]) / 2 ** 20
     print(f"wbvb_eval_peak_rss_gb_sst2_mmlu_bs16: {rss_gb:.2f}  ({nc} rows)")
 
 
