@@ -9,7 +9,20 @@ batch × length × vocabulary tensor exists.
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
+
+
+def _cache_keyword(model) -> str:
+    """The forward's KV-cache argument: ``cache`` from transformers 5.25 (``past_key_values`` still
+    accepted there, with a warning, until 5.40), ``past_key_values`` before."""
+    params = inspect.signature(model.base_model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _returned_cache(out):
+    return out["cache"] if "cache" in out else out["past_key_values"]
 
 
 def head_logprobs(model, hidden: torch.Tensor) -> torch.Tensor:
@@ -31,7 +44,7 @@ def _main_pass(model, prompts, mains, pad_id: int, device, cache: bool):
         ids[i, :len(s)] = torch.tensor(s)
         mask[i, :len(s)] = 1
     out = model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=cache)
-    return out.last_hidden_state, (out.past_key_values if cache else None), L
+    return out.last_hidden_state, (_returned_cache(out) if cache else None), L
 
 
 def _extra_pass(model, cache, rows, prompts, feeds, L: int, pad_id: int, device) -> torch.Tensor:
@@ -48,7 +61,7 @@ def _extra_pass(model, cache, rows, prompts, feeds, L: int, pad_id: int, device)
         mask[r, L: L + len(f)] = 1
         pos[r] = len(prompts[i]) + torch.arange(n)
     out = model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
-                           past_key_values=cache, use_cache=True)
+                           use_cache=True, **{_cache_keyword(model): cache})
     return out.last_hidden_state
 
 
