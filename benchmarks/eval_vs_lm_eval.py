@@ -119,22 +119,18 @@ def run_floor(data: dict, batch_size: int, loader=load_smollm2) -> float:
     import torch
 
     from wbvb.train.evaluate import _items
+    from wbvb.train.scoring import right_padded
 
     model, tok = loader()
+    exs = wbvb_examples(data)
     seconds = 0.0
     for task in ("sst2", "mmlu"):
-        exs = wbvb_examples(data)[task]
-        if not exs:
+        if not exs[task]:
             continue
-        prompts = sorted((p for p, _ in _items(tok, exs, 8192, "auto")), key=len, reverse=True)
+        prompts = sorted((p for p, _ in _items(tok, exs[task], 8192, "auto")), key=len, reverse=True)
         t0 = time.perf_counter()
         for start in range(0, len(prompts), batch_size):
-            chunk = prompts[start: start + batch_size]
-            n = len(chunk[0])
-            ids = torch.full((len(chunk), n), tok.pad_token_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), n), dtype=torch.long)
-            for i, p in enumerate(chunk):
-                ids[i, :len(p)], mask[i, :len(p)] = torch.tensor(p), 1
+            ids, mask = right_padded(prompts[start: start + batch_size], tok.pad_token_id)
             with torch.no_grad():
                 model.base_model(input_ids=ids, attention_mask=mask, use_cache=False)
         seconds += time.perf_counter() - t0

@@ -300,7 +300,7 @@ class ExperimentConfig:
 FINAL_MODEL_POLICIES = ("all", "first_seed", "none")
 
 
-def keeps_final_model(training: "TrainingConfig", seed: int, seeds: list[int]) -> bool:
+def keeps_final_model(training: TrainingConfig, seed: int, seeds: list[int]) -> bool:
     """Whether the trial of ``seed`` keeps its bf16 final model under ``training.keep_final_model``
     (``first_seed``: the smallest of the sweep's seeds, one model per distill type)."""
     policy = training.keep_final_model

@@ -6,8 +6,9 @@ to ``training.checkpoint_dir`` on local disk, the latest one only, and the check
 holds a pointer to it (``resume.json``), plus the weights in bf16 ``save_pretrained`` form
 (``training.keep_checkpoints: weights``) or nothing more (``none``); the last epoch's holds the
 final model, for every trial or, to keep a grid's storage small, for each type's first seed only or
-none (``training.keep_final_model``): the metrics are reported either way. A restarted trial whose local state is gone (another node, a fresh VM) starts anew,
-which, seeded, ends where an uninterrupted run does.
+none (``training.keep_final_model``): the metrics are reported either way. A restarted trial whose
+local state is gone (another node, a fresh VM) starts anew, which, seeded, ends where an
+uninterrupted run does.
 """
 from __future__ import annotations
 

@@ -34,15 +34,21 @@ def head_logprobs(model, hidden: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(logits, -1)
 
 
-def _main_pass(model, prompts, mains, pad_id: int, device, cache: bool):
-    """Hidden states of prompt + main[:-1] per row (right-padded), and the KV cache when asked."""
-    seqs = [p + m[:-1] for p, m in zip(prompts, mains)]
+def right_padded(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input ids, attention mask) of token lists padded on the right to the longest."""
     L = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), L), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), L), dtype=torch.long)
     for i, s in enumerate(seqs):
         ids[i, :len(s)] = torch.tensor(s)
         mask[i, :len(s)] = 1
+    return ids, mask
+
+
+def _main_pass(model, prompts, mains, pad_id: int, device, cache: bool):
+    """Hidden states of prompt + main[:-1] per row (right-padded), and the KV cache when asked."""
+    ids, mask = right_padded([p + m[:-1] for p, m in zip(prompts, mains)], pad_id)
+    L = ids.shape[1]
     out = model.base_model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=cache)
     return out.last_hidden_state, (_returned_cache(out) if cache else None), L
 
